@@ -1,0 +1,140 @@
+//! Error types of the model graph and of data handling.
+
+use thiserror::Error;
+
+/// A mistake in a model declaration, found while the graph is built.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    #[error("duplicate name `{name}`: every latent, parameter and output needs its own name")]
+    DuplicateName { name: String },
+
+    #[error("unknown name `{name}`: declare it before using it")]
+    UnknownName { name: String },
+
+    #[error("size of `{name}` is zero: every dimension must be at least 1")]
+    ZeroSize { name: String },
+
+    #[error(
+        "shape mismatch in `{context}`: {left_what} has size {left}, but {right_what} has size {right}"
+    )]
+    ShapeMismatch {
+        context: String,
+        left_what: String,
+        left: usize,
+        right_what: String,
+        right: usize,
+    },
+
+    #[error("invalid prior on `{name}`: {reason}")]
+    InvalidPrior { name: String, reason: String },
+
+    #[error("slice {start}..{end} of `{context}` is out of range for a vector of size {size}")]
+    SliceOutOfRange {
+        context: String,
+        start: usize,
+        end: usize,
+        size: usize,
+    },
+
+    #[error("invalid expression in `{context}`: {reason}")]
+    InvalidExpression { context: String, reason: String },
+
+    #[error("the model has no {what}: declare at least one")]
+    Empty { what: &'static str },
+
+    #[error("latent `{name}` feeds no observed output, so the data say nothing about it")]
+    UnusedLatent { name: String },
+}
+
+/// A problem with data, parameters or their shapes at run time.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DataError {
+    #[error(
+        "output `{output}`: {what} has shape {found:?}, expected {expected:?}; {hint}"
+    )]
+    Shape {
+        output: String,
+        what: &'static str,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+        hint: &'static str,
+    },
+
+    #[error(
+        "output `{output}` has {found} objects but the data set has {expected}; every output needs one row per object"
+    )]
+    ObjectCount {
+        output: String,
+        found: usize,
+        expected: usize,
+    },
+
+    #[error("output `{name}` is not in the data set (it has: {available})")]
+    MissingOutput { name: String, available: String },
+
+    #[error(
+        "parameter `{name}` has shape {found:?} but the model declares {expected:?}; {hint}"
+    )]
+    ParamShape {
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+        hint: String,
+    },
+
+    #[error("parameter `{name}` is missing from the parameter set")]
+    MissingParameter { name: String },
+
+    #[error("the data set is empty: {what}")]
+    Empty { what: String },
+
+    #[error("row index {index} is out of range for a data set of {n_objects} objects")]
+    RowOutOfRange { index: usize, n_objects: usize },
+
+    #[error("duplicate output `{name}` in the data set")]
+    DuplicateOutput { name: String },
+
+    #[error(
+        "output `{output}`: column {column} has scale {scale:e}, too small to divide by; drop the column or mask it"
+    )]
+    ZeroScale {
+        output: String,
+        column: usize,
+        scale: f64,
+    },
+
+    #[error("output `{output}`: column {column} has no finite measurement, so its shift and scale are undefined; drop the column")]
+    EmptyColumn { output: String, column: usize },
+
+    #[error(
+        "{count} objects have no measurement at all (first: row {first}) and `{latent}` has a flat prior, so their latents are undefined; drop those rows or give the latents a Normal prior"
+    )]
+    UnconstrainedObjects {
+        latent: String,
+        count: usize,
+        first: usize,
+    },
+
+    #[error("non-finite value {value} in parameter `{name}` at flat index {index}")]
+    NonFiniteParameter {
+        name: String,
+        index: usize,
+        value: f64,
+    },
+
+    #[error("failed to read or write `{path}`: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to read or write array `{name}` in `{path}`: {message}")]
+    Npy {
+        path: String,
+        name: String,
+        message: String,
+    },
+}

@@ -1,0 +1,1 @@
+pub use lux_dsl as dsl;
