@@ -10,6 +10,7 @@ pub mod eval;
 pub mod graph;
 pub mod params;
 pub mod prior;
+pub mod structure;
 
 pub use data::{Dataset, OutputData};
 pub use error::{DataError, GraphError};
@@ -17,5 +18,6 @@ pub use eval::{LossTerms, poly_features, poly_monomials};
 pub use graph::{Expr, ExprId, LatentId, LatentNode, Model, ModelBuilder, ObserveNode, ParamId, ParamNode, poly_size};
 pub use params::Params;
 pub use prior::Prior;
+pub use structure::{Block, BlockKind, LatentSymmetry, LinearLayer, Structure};
 
 pub use ndarray;
