@@ -124,6 +124,32 @@ pub enum DataError {
         value: f64,
     },
 
+    #[error(
+        "output `{name}` has no shift and scale (the scaler was fitted on: {fitted}); fit the scaler on data that include it"
+    )]
+    UnknownOutput { name: String, fitted: String },
+
+    #[error(
+        "output `{output}`: column {column} has shift {shift} and scale {scale}; both must be finite and the scale positive"
+    )]
+    BadShiftScale {
+        output: String,
+        column: usize,
+        shift: f64,
+        scale: f64,
+    },
+
+    #[error(
+        "array `{name}` in `{path}` has {} dimension(s) (shape {found:?}), expected {expected}",
+        found.len()
+    )]
+    ArrayDims {
+        path: String,
+        name: String,
+        found: Vec<usize>,
+        expected: usize,
+    },
+
     #[error("failed to read or write `{path}`: {source}")]
     Io {
         path: String,

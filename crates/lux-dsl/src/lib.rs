@@ -8,7 +8,9 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod graph;
+pub mod io;
 pub mod params;
+pub mod preprocess;
 pub mod prior;
 pub mod structure;
 
@@ -17,6 +19,7 @@ pub use error::{DataError, GraphError};
 pub use eval::{LossTerms, poly_features, poly_monomials};
 pub use graph::{Expr, ExprId, LatentId, LatentNode, Model, ModelBuilder, ObserveNode, ParamId, ParamNode, poly_size};
 pub use params::Params;
+pub use preprocess::ShiftScale;
 pub use prior::Prior;
 pub use structure::{Block, BlockKind, LatentSymmetry, LinearLayer, Structure};
 
