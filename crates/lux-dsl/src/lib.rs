@@ -4,6 +4,7 @@
 //! deterministic expressions and Gaussian likelihoods. [`ModelBuilder`] is the typed
 //! runtime API that the `lux_model!` macro emits calls to.
 
+pub mod autodiff;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -14,6 +15,7 @@ pub mod preprocess;
 pub mod prior;
 pub mod structure;
 
+pub use autodiff::Gradient;
 pub use data::{Dataset, OutputData};
 pub use error::{DataError, GraphError};
 pub use eval::{LossTerms, poly_features, poly_monomials};
