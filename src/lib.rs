@@ -1,1 +1,17 @@
+//! lux: data-driven latent-variable models of stellar spectra and labels.
+//!
+//! Every object (star) gets a small latent vector; each output (labels, flux) is a
+//! deterministic function of it observed with Gaussian noise using the reported errors.
+//! This facade re-exports the model graph ([`dsl`]) and the engines ([`infer`]).
+
 pub use lux_dsl as dsl;
+pub use lux_infer as infer;
+#[doc(inline)]
+pub use lux_macros::lux_model;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use lux_dsl::preprocess::ShiftScale;
+    pub use lux_dsl::{Dataset, Model, ModelBuilder, Params, Prior};
+    pub use lux_infer::{Adam, BlockWls, Engine, Fit, FitOptions};
+}

@@ -1,14 +1,21 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Inference engines for lux models.
+//!
+//! Every engine implements [`Engine`] and minimizes the same loss, the negative log
+//! posterior of the model graph, so engines are interchangeable per model and per fit:
+//!
+//! - [`BlockWls`]: block-coordinate descent that solves every block the graph proves
+//!   linear-Gaussian exactly and hands the others to Adam steps.
+//! - [`Adam`]: MAP by Adam over every free parameter.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod adam;
+pub mod engine;
+pub mod error;
+mod fused;
+pub mod gradient;
+pub mod wls;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use adam::Adam;
+pub use engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, Free};
+pub use error::FitError;
+pub use gradient::{Gradient, GradientBackend};
+pub use wls::{BlockWls, StoppingRule};

@@ -1,0 +1,275 @@
+//! MAP by Adam (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization").
+//!
+//! Parameters with a HalfNormal prior are stepped in log space so they stay positive;
+//! the loss is still the posterior density of the parameters themselves (no Jacobian
+//! term), so the optimum is the MAP estimate in the model's own coordinates.
+
+use std::time::Instant;
+
+use lux_dsl::{Dataset, Model, Params};
+
+use crate::engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, Free};
+use crate::error::FitError;
+use crate::gradient::{Gradient, GradientBackend, Objective};
+
+/// The Adam engine: every free parameter moves together by gradient steps.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    /// Step size (1e-3 by default).
+    pub learning_rate: f64,
+    /// Number of steps (10,000 by default).
+    pub steps: usize,
+    /// Decay of the first-moment estimate (0.9).
+    pub beta1: f64,
+    /// Decay of the second-moment estimate (0.999).
+    pub beta2: f64,
+    /// Added to the root of the second moment (1e-8).
+    pub epsilon: f64,
+    /// `converged` is set when the largest absolute gradient element at the end is
+    /// at most this.
+    pub grad_tol: f64,
+    /// How gradients are computed.
+    pub backend: GradientBackend,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Self {
+            learning_rate: 1e-3,
+            steps: 10_000,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            grad_tol: 1e-2,
+            backend: GradientBackend::Auto,
+        }
+    }
+}
+
+impl Adam {
+    /// Adam with the given learning rate and number of steps, other settings default.
+    pub fn new(learning_rate: f64, steps: usize) -> Self {
+        Self {
+            learning_rate,
+            steps,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), FitError> {
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(FitError::InvalidSetting {
+                setting: "learning_rate",
+                value: self.learning_rate.to_string(),
+                reason: "give a finite learning rate > 0",
+            });
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return Err(FitError::InvalidSetting {
+                setting: "beta1/beta2",
+                value: format!("{}/{}", self.beta1, self.beta2),
+                reason: "moment decays must be in [0, 1)",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Engine for Adam {
+    fn name(&self) -> &'static str {
+        "adam"
+    }
+
+    fn fit(&self, model: &Model, data: &Dataset, options: &FitOptions) -> Result<Fit, FitError> {
+        let started = Instant::now();
+        self.validate()?;
+        let mut params = options.start(model, data)?;
+        let free = options.free(model)?;
+        let objective = Objective::new(model, data, free, self.backend);
+        let mut state = AdamState::new(model, objective.free(), &params);
+
+        let mut history = Vec::with_capacity(self.steps);
+        state.run(self, &objective, &mut params, self.steps, Some(&mut history))?;
+
+        let end = objective.loss_grad(&params)?;
+        let max_abs_grad = objective.max_abs_grad(&end);
+        Ok(Fit {
+            engine: self.name(),
+            loss: end.loss,
+            loss_history: history,
+            converged: max_abs_grad <= self.grad_tol,
+            iterations: self.steps,
+            max_abs_grad,
+            wall_time: started.elapsed(),
+            blocks: vec![BlockReport {
+                name: "all".to_string(),
+                method: BlockMethod::Gradient {
+                    steps_per_cycle: self.steps,
+                },
+                reason: "Adam moves every free parameter together".to_string(),
+            }],
+            params,
+        })
+    }
+}
+
+/// Where each free parameter sits in the flat vector Adam steps.
+#[derive(Debug, Clone)]
+struct Segment {
+    /// `None` for the latents, else the parameter index.
+    param: Option<usize>,
+    offset: usize,
+    len: usize,
+    /// Stepped as ln x (HalfNormal prior).
+    positive: bool,
+}
+
+/// Adam's moments and the layout of the free parameters; kept across calls so a
+/// block sub-engine resumes where the previous cycle stopped.
+#[derive(Debug, Clone)]
+pub(crate) struct AdamState {
+    segments: Vec<Segment>,
+    theta: Vec<f64>,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    t: i32,
+}
+
+/// Smallest value a positive parameter is stepped from, so that ln x is finite.
+const MIN_POSITIVE: f64 = 1e-12;
+
+impl AdamState {
+    pub(crate) fn new(model: &Model, free: &Free, params: &Params) -> Self {
+        let mut segments = Vec::new();
+        let mut offset = 0;
+        if free.latents {
+            let len = params.latents().len();
+            segments.push(Segment {
+                param: None,
+                offset,
+                len,
+                positive: false,
+            });
+            offset += len;
+        }
+        for (index, node) in model.params().iter().enumerate() {
+            if free.params[index] {
+                let len = node.len();
+                segments.push(Segment {
+                    param: Some(index),
+                    offset,
+                    len,
+                    positive: node.prior.is_positive(),
+                });
+                offset += len;
+            }
+        }
+        Self {
+            segments,
+            theta: vec![0.0; offset],
+            m: vec![0.0; offset],
+            v: vec![0.0; offset],
+            t: 0,
+        }
+    }
+
+    fn pack(&mut self, model: &Model, params: &Params) {
+        for seg in &self.segments {
+            let values = values_of(model, params, seg.param);
+            let dst = &mut self.theta[seg.offset..seg.offset + seg.len];
+            for (d, &x) in dst.iter_mut().zip(values) {
+                *d = if seg.positive { x.max(MIN_POSITIVE).ln() } else { x };
+            }
+        }
+    }
+
+    fn unpack(&self, model: &Model, params: &mut Params) {
+        for seg in &self.segments {
+            let src = &self.theta[seg.offset..seg.offset + seg.len];
+            let dst: &mut [f64] = match seg.param {
+                None => params.latents_mut().as_slice_mut().expect("standard layout"),
+                Some(index) => params
+                    .get_mut(&model.params()[index].name)
+                    .expect("checked parameter")
+                    .as_slice_mut()
+                    .expect("standard layout"),
+            };
+            for (d, &u) in dst.iter_mut().zip(src) {
+                *d = if seg.positive { u.exp() } else { u };
+            }
+        }
+    }
+
+    /// Runs `steps` Adam steps from `params`, writing the result back into `params`.
+    pub(crate) fn run(
+        &mut self,
+        settings: &Adam,
+        objective: &Objective,
+        params: &mut Params,
+        steps: usize,
+        mut history: Option<&mut Vec<f64>>,
+    ) -> Result<(), FitError> {
+        self.pack(objective.model(), params);
+        let mut grad_flat = vec![0.0; self.theta.len()];
+
+        for step in 0..steps {
+            let grad = objective.loss_grad(params)?;
+            if !grad.loss.is_finite() {
+                return Err(FitError::NonFiniteLoss {
+                    engine: "adam",
+                    iteration: step,
+                    value: grad.loss,
+                });
+            }
+            if let Some(history) = history.as_deref_mut() {
+                history.push(grad.loss);
+            }
+            self.flatten_grad(objective.model(), params, &grad, &mut grad_flat);
+            self.update(settings, &grad_flat);
+            self.unpack(objective.model(), params);
+        }
+        Ok(())
+    }
+
+    fn flatten_grad(&self, model: &Model, params: &Params, grad: &Gradient, out: &mut [f64]) {
+        for seg in &self.segments {
+            let g: &[f64] = match seg.param {
+                None => grad.latents.as_slice().expect("standard layout"),
+                Some(index) => grad.params[index].as_slice().expect("standard layout"),
+            };
+            let dst = &mut out[seg.offset..seg.offset + seg.len];
+            if seg.positive {
+                // d/du of f(e^u) = f'(x) x.
+                let values = values_of(model, params, seg.param);
+                for ((d, &gi), &x) in dst.iter_mut().zip(g).zip(values) {
+                    *d = gi * x;
+                }
+            } else {
+                dst.copy_from_slice(g);
+            }
+        }
+    }
+
+    fn update(&mut self, settings: &Adam, grad: &[f64]) {
+        self.t += 1;
+        let (b1, b2) = (settings.beta1, settings.beta2);
+        let step = settings.learning_rate * (1.0 - b2.powi(self.t)).sqrt() / (1.0 - b1.powi(self.t));
+        let eps_hat = settings.epsilon * (1.0 - b2.powi(self.t)).sqrt();
+        for (((theta, m), v), &g) in self.theta.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(grad) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *theta -= step * *m / (v.sqrt() + eps_hat);
+        }
+    }
+}
+
+fn values_of<'a>(model: &Model, params: &'a Params, param: Option<usize>) -> &'a [f64] {
+    match param {
+        None => params.latents().as_slice().expect("standard layout"),
+        Some(index) => params
+            .get(&model.params()[index].name)
+            .expect("checked parameter")
+            .as_slice()
+            .expect("standard layout"),
+    }
+}

@@ -1,0 +1,182 @@
+//! The engine interface: one trait, fit options and the fit result.
+
+use std::time::Duration;
+
+use lux_dsl::{Dataset, Model, Params};
+use ndarray::{Array2, ArrayD};
+
+use crate::error::FitError;
+
+/// An inference engine: a type holding its settings, and one call that fits a model.
+///
+/// Every engine minimizes the same loss, the negative log posterior of
+/// [`lux_dsl::eval`], so the losses of different engines compare number for number.
+pub trait Engine {
+    /// Short name used in reports, such as `block_wls` or `adam`.
+    fn name(&self) -> &'static str;
+
+    /// Fits `model` to `data`, starting from and holding fixed what `options` says.
+    fn fit(&self, model: &Model, data: &Dataset, options: &FitOptions) -> Result<Fit, FitError>;
+}
+
+/// What to fit and where to start.
+#[derive(Debug, Clone, Default)]
+pub struct FitOptions {
+    /// Starting values. When absent the engine chooses its own start (see each engine).
+    pub init: Option<Params>,
+    /// Global parameters held at their starting values.
+    pub fixed: Vec<String>,
+    /// Whether the latents are held at their starting values.
+    pub latents_fixed: bool,
+    /// Seed of any random start.
+    pub seed: u64,
+}
+
+impl FitOptions {
+    /// Starts from `init` with everything free.
+    pub fn from_init(init: Params) -> Self {
+        Self {
+            init: Some(init),
+            ..Self::default()
+        }
+    }
+
+    /// Infers the latents of `n_objects` new objects with every global parameter of
+    /// `trained` held fixed; the latents start at zero.
+    pub fn infer_latents(model: &Model, trained: &Params, n_objects: usize) -> Self {
+        let mut init = trained.clone();
+        init.set_latents(Array2::zeros((n_objects, model.latent_size())));
+        Self {
+            init: Some(init),
+            fixed: model.params().iter().map(|p| p.name.clone()).collect(),
+            latents_fixed: false,
+            seed: 0,
+        }
+    }
+
+    /// Holds the global parameter `name` fixed.
+    pub fn fix(mut self, name: &str) -> Self {
+        self.fixed.push(name.to_string());
+        self
+    }
+
+    /// Holds the latents fixed (for example at known labels, as when training The Cannon).
+    pub fn fix_latents(mut self) -> Self {
+        self.latents_fixed = true;
+        self
+    }
+
+    /// Sets the seed of the random start.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Resolves the names against `model`.
+    pub(crate) fn free(&self, model: &Model) -> Result<Free, FitError> {
+        let mut params = vec![true; model.params().len()];
+        for name in &self.fixed {
+            let id = model.param_id(name).ok_or_else(|| FitError::UnknownParameter {
+                name: name.clone(),
+                available: model.params().iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+            })?;
+            params[id.index()] = false;
+        }
+        let free = Free {
+            latents: !self.latents_fixed,
+            params,
+        };
+        if !free.latents && !free.params.iter().any(|&p| p) {
+            return Err(FitError::NothingFree);
+        }
+        Ok(free)
+    }
+
+    /// The starting point: `init`, or a draw from the priors with `seed`.
+    pub(crate) fn start(&self, model: &Model, data: &Dataset) -> Result<Params, FitError> {
+        let params = match &self.init {
+            Some(init) => init.clone(),
+            None => model.sample_params(data.n_objects(), self.seed),
+        };
+        model.check_params(&params)?;
+        model.check_data(&params, data)?;
+        Ok(params)
+    }
+}
+
+/// Which parts of the model are free, resolved against one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Free {
+    pub latents: bool,
+    /// Indexed like [`Model::params`].
+    pub params: Vec<bool>,
+}
+
+impl Free {
+    /// Whether the parameter called `name` is fixed.
+    pub fn is_fixed(&self, model: &Model, name: &str) -> bool {
+        model.param_id(name).is_some_and(|id| !self.params[id.index()])
+    }
+
+    /// The loss over the free parameters: data term plus the priors of what is free.
+    pub fn loss(&self, model: &Model, params: &Params, data: &Dataset) -> Result<f64, FitError> {
+        let terms = model.loss_terms(params, data)?;
+        Ok(terms.total_free(!self.latents, |name| self.is_fixed(model, name)))
+    }
+}
+
+/// How one block was fitted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockMethod {
+    /// Solved exactly by weighted least squares in every cycle.
+    ClosedForm,
+    /// Moved by a gradient sub-engine: Adam with this many steps per cycle.
+    Gradient { steps_per_cycle: usize },
+    /// Held fixed.
+    Fixed,
+}
+
+/// One block of a fit: its name, how it ran and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockReport {
+    pub name: String,
+    pub method: BlockMethod,
+    pub reason: String,
+}
+
+/// The result of a fit.
+#[derive(Debug, Clone)]
+pub struct Fit {
+    /// The engine that produced the fit.
+    pub engine: &'static str,
+    /// Fitted values of the latents and of every global parameter (fixed ones included).
+    pub params: Params,
+    /// Loss at `params`: the negative log posterior of the free parameters.
+    pub loss: f64,
+    /// Loss after each cycle (block WLS) or before each step (Adam).
+    pub loss_history: Vec<f64>,
+    /// Whether the stopping rule was met and the largest gradient element is below the
+    /// engine's gradient tolerance.
+    pub converged: bool,
+    /// Cycles (block WLS) or steps (Adam) taken.
+    pub iterations: usize,
+    /// Largest absolute element of the gradient of the loss over the free parameters
+    /// at `params`.
+    pub max_abs_grad: f64,
+    /// Wall-clock time of the fit.
+    pub wall_time: Duration,
+    /// How each block ran (block WLS); Adam reports one gradient block.
+    pub blocks: Vec<BlockReport>,
+}
+
+impl Fit {
+    /// The fitted global parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&ArrayD<f64>> {
+        self.params.get(name)
+    }
+
+    /// The fitted latents, N×K.
+    pub fn latents(&self) -> &Array2<f64> {
+        self.params.latents()
+    }
+}

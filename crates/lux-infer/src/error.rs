@@ -1,0 +1,46 @@
+//! Errors of the inference engines.
+
+use lux_dsl::DataError;
+use thiserror::Error;
+
+/// Why a fit failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FitError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+
+    #[error(
+        "the normal equations of block `{block}` are singular at {what} {index}: give its parameters a Normal prior, or drop that {what} if it has no data"
+    )]
+    Singular {
+        block: String,
+        what: &'static str,
+        index: usize,
+    },
+
+    #[error(
+        "the loss became {value} at {engine} iteration {iteration}; lower the learning rate or check the data for extreme values"
+    )]
+    NonFiniteLoss {
+        engine: &'static str,
+        iteration: usize,
+        value: f64,
+    },
+
+    #[error("unknown block `{name}`; the model has: {available}")]
+    UnknownBlock { name: String, available: String },
+
+    #[error("unknown parameter `{name}` in the fixed set; the model has: {available}")]
+    UnknownParameter { name: String, available: String },
+
+    #[error("invalid setting {setting} = {value}: {reason}")]
+    InvalidSetting {
+        setting: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    #[error("nothing to fit: every block is fixed")]
+    NothingFree,
+}

@@ -1,0 +1,325 @@
+//! A fused loss-and-gradient kernel for the Lux form: every output mean is `A_o z` or
+//! `A_o z + b_o` of one latent vector `z`, with an optional intrinsic scatter.
+//!
+//! One pass per object computes the prediction, the weighted residual, and its
+//! contributions to every gradient, reading each row of data once. It gives the same
+//! numbers as the general autodiff path (tested), several times faster.
+
+use lux_dsl::{Dataset, Expr, Model, ParamId, Params, Prior, prior::half_ln_2pi};
+use ndarray::{Array2, ArrayD, Ix1, Ix2, IxDyn};
+use rayon::prelude::*;
+
+use crate::engine::Free;
+use crate::gradient::Gradient;
+
+/// Objects per parallel task: below this many per thread the split costs more than it saves.
+const ROWS_PER_TASK: usize = 256;
+
+#[derive(Debug, Clone)]
+struct Layer {
+    observe: usize,
+    matrix: ParamId,
+    bias: Option<ParamId>,
+    scatter: Option<ParamId>,
+}
+
+/// The Lux layout of a model, when it has one.
+#[derive(Debug, Clone)]
+pub(crate) struct FusedLux {
+    layers: Vec<Layer>,
+}
+
+/// Per-output values the kernel reads: Aᵀ (K×P), the bias and scatter, and data rows.
+struct Prepared<'a> {
+    size: usize,
+    at: Vec<f64>,
+    bias: Option<Vec<f64>>,
+    scatter: Option<Vec<f64>>,
+    values: &'a [f64],
+    ivar: &'a [f64],
+}
+
+#[derive(Clone)]
+struct Partial {
+    loss: f64,
+    grad_at: Vec<Vec<f64>>,
+    grad_bias: Vec<Vec<f64>>,
+    grad_scatter: Vec<Vec<f64>>,
+}
+
+impl FusedLux {
+    /// Recognizes the Lux form; `None` for any other graph.
+    pub(crate) fn detect(model: &Model) -> Option<Self> {
+        if model.latents().len() != 1 {
+            return None;
+        }
+        let mut layers = Vec::new();
+        for (observe, obs) in model.observes().iter().enumerate() {
+            let (linear, bias) = match model.expr(obs.mean) {
+                Expr::AddBias { input, bias } => (*input, Some(*bias)),
+                _ => (obs.mean, None),
+            };
+            let Expr::Linear { matrix, input } = model.expr(linear) else {
+                return None;
+            };
+            if !matches!(model.expr(*input), Expr::Latent(_)) {
+                return None;
+            }
+            layers.push(Layer {
+                observe,
+                matrix: *matrix,
+                bias,
+                scatter: obs.scatter,
+            });
+        }
+        Some(Self { layers })
+    }
+
+    /// Loss over the free parameters and its gradient.
+    pub(crate) fn loss_grad(&self, model: &Model, params: &Params, data: &Dataset, free: &Free) -> Gradient {
+        let k = model.latent_size();
+        let n = params.n_objects();
+        let prepared: Vec<Option<Prepared>> = self.layers.iter().map(|layer| prepare(model, params, data, layer)).collect();
+        let want_params = free.params.iter().any(|&p| p);
+
+        let mut grad_latents = Array2::<f64>::zeros((n, k));
+        let latents = params.latents().as_slice().expect("latents are in standard layout");
+        let zero = Partial {
+            loss: 0.0,
+            grad_at: prepared.iter().map(|p| p.as_ref().map_or(Vec::new(), |p| vec![0.0; p.at.len()])).collect(),
+            grad_bias: prepared.iter().map(|p| p.as_ref().map_or(Vec::new(), |p| vec![0.0; p.size])).collect(),
+            grad_scatter: prepared.iter().map(|p| p.as_ref().map_or(Vec::new(), |p| vec![0.0; p.size])).collect(),
+        };
+
+        let rows_per_task = ROWS_PER_TASK.max(n.div_ceil(rayon::current_num_threads().max(1)));
+        let total = grad_latents
+            .as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(rows_per_task * k)
+            .enumerate()
+            .map(|(task, grad_chunk)| {
+                let first = task * rows_per_task;
+                let mut partial = zero.clone();
+                accumulate(&prepared, latents, first, grad_chunk, k, want_params, &mut partial);
+                partial
+            })
+            .reduce(|| zero.clone(), merge);
+
+        let mut loss = total.loss;
+        let mut grad_params: Vec<Option<ArrayD<f64>>> = vec![None; model.params().len()];
+
+        for (layer, (index, prep)) in self.layers.iter().zip(prepared.iter().enumerate()) {
+            let Some(prep) = prep else { continue };
+            loss += constant_term(prep);
+            let p = prep.size;
+
+            let mut grad_a = ArrayD::zeros(IxDyn(&[p, k]));
+            for kk in 0..k {
+                for pp in 0..p {
+                    grad_a[[pp, kk]] = total.grad_at[index][kk * p + pp];
+                }
+            }
+            add_to(&mut grad_params, layer.matrix, grad_a);
+            if let Some(bias) = layer.bias {
+                add_to(&mut grad_params, bias, ArrayD::from_shape_vec(IxDyn(&[p]), total.grad_bias[index].clone()).unwrap());
+            }
+            if let Some(scatter) = layer.scatter {
+                let shape = &model.param(scatter).shape;
+                let g = if shape.is_empty() {
+                    ArrayD::from_elem(IxDyn(&[]), total.grad_scatter[index].iter().sum())
+                } else {
+                    ArrayD::from_shape_vec(IxDyn(&[p]), total.grad_scatter[index].clone()).unwrap()
+                };
+                add_to(&mut grad_params, scatter, g);
+            }
+        }
+
+        if free.latents {
+            for latent in model.latents() {
+                loss += add_prior(&latent.prior, params.latents().iter(), grad_latents.iter_mut());
+            }
+        } else {
+            grad_latents.fill(0.0);
+        }
+        for (index, node) in model.params().iter().enumerate() {
+            let grad = grad_params[index].get_or_insert_with(|| ArrayD::zeros(IxDyn(&node.shape)));
+            if free.params[index] {
+                let value = params.get(&node.name).expect("checked parameter");
+                loss += add_prior(&node.prior, value.iter(), grad.iter_mut());
+            } else {
+                grad.fill(0.0);
+            }
+        }
+
+        Gradient {
+            loss,
+            latents: grad_latents,
+            params: grad_params.into_iter().map(|g| g.expect("filled above")).collect(),
+        }
+    }
+}
+
+fn add_to(grads: &mut [Option<ArrayD<f64>>], id: ParamId, value: ArrayD<f64>) {
+    match &mut grads[id.index()] {
+        Some(existing) => *existing += &value,
+        slot => *slot = Some(value),
+    }
+}
+
+/// Adds the prior's negative log density to the gradient and returns its value.
+fn add_prior<'a>(prior: &Prior, values: impl Iterator<Item = &'a f64>, grads: impl Iterator<Item = &'a mut f64>) -> f64 {
+    if matches!(prior, Prior::Flat) {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for (&x, g) in values.zip(grads) {
+        total += prior.neg_log_density(x);
+        *g += prior.neg_log_density_grad(x);
+    }
+    total
+}
+
+fn prepare<'a>(model: &Model, params: &Params, data: &'a Dataset, layer: &Layer) -> Option<Prepared<'a>> {
+    let obs = &model.observes()[layer.observe];
+    let out = data.output(&obs.name)?;
+    let a = params
+        .get(&model.param(layer.matrix).name)
+        .expect("checked parameter")
+        .view()
+        .into_dimensionality::<Ix2>()
+        .expect("matrix");
+    let at: Vec<f64> = a.t().iter().copied().collect();
+    let bias = layer.bias.map(|b| {
+        params
+            .get(&model.param(b).name)
+            .expect("checked parameter")
+            .view()
+            .into_dimensionality::<Ix1>()
+            .expect("vector")
+            .to_vec()
+    });
+    let scatter = model.scatter_values(params, obs);
+    Some(Prepared {
+        size: obs.size,
+        at,
+        bias,
+        scatter,
+        values: out.values().as_slice().expect("standard layout"),
+        ivar: out.ivar().as_slice().expect("standard layout"),
+    })
+}
+
+/// ½ Σ [ln 2π − ln w] over observed elements without scatter (constant in the
+/// parameters), or ½ ln 2π per observed element with scatter (the ln v part is in the
+/// kernel).
+fn constant_term(prep: &Prepared) -> f64 {
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for &w in prep.ivar {
+        if w > 0.0 {
+            count += 1;
+            if prep.scatter.is_none() {
+                total -= 0.5 * w.ln();
+            }
+        }
+    }
+    total + count as f64 * half_ln_2pi()
+}
+
+fn accumulate(
+    prepared: &[Option<Prepared>],
+    latents: &[f64],
+    first: usize,
+    grad_chunk: &mut [f64],
+    k: usize,
+    want_params: bool,
+    partial: &mut Partial,
+) {
+    let max_size = prepared.iter().flatten().map(|p| p.size).max().unwrap_or(0);
+    let mut pred = vec![0.0; max_size];
+    let mut weighted = vec![0.0; max_size];
+
+    for (row, grad_z) in grad_chunk.chunks_exact_mut(k).enumerate() {
+        let n = first + row;
+        let z = &latents[n * k..(n + 1) * k];
+
+        for (index, prep) in prepared.iter().enumerate() {
+            let Some(prep) = prep else { continue };
+            let p = prep.size;
+            let y = &prep.values[n * p..(n + 1) * p];
+            let w = &prep.ivar[n * p..(n + 1) * p];
+            let pred = &mut pred[..p];
+            let weighted = &mut weighted[..p];
+
+            match &prep.bias {
+                Some(b) => pred.copy_from_slice(b),
+                None => pred.fill(0.0),
+            }
+            for (kk, &zk) in z.iter().enumerate() {
+                let column = &prep.at[kk * p..(kk + 1) * p];
+                for (m, &a) in pred.iter_mut().zip(column) {
+                    *m += zk * a;
+                }
+            }
+
+            match &prep.scatter {
+                None => {
+                    let mut loss = 0.0;
+                    for i in 0..p {
+                        let r = pred[i] - y[i];
+                        weighted[i] = r * w[i];
+                        loss += r * weighted[i];
+                    }
+                    partial.loss += 0.5 * loss;
+                }
+                Some(s) => {
+                    let grad_s = &mut partial.grad_scatter[index];
+                    for i in 0..p {
+                        if w[i] > 0.0 {
+                            let v = 1.0 / w[i] + s[i] * s[i];
+                            let inv = 1.0 / v;
+                            let r = pred[i] - y[i];
+                            partial.loss += 0.5 * (r * r * inv + v.ln());
+                            weighted[i] = r * inv;
+                            grad_s[i] += s[i] * (inv - r * r * inv * inv);
+                        } else {
+                            weighted[i] = 0.0;
+                        }
+                    }
+                }
+            }
+
+            for (kk, g) in grad_z.iter_mut().enumerate() {
+                let column = &prep.at[kk * p..(kk + 1) * p];
+                *g += column.iter().zip(weighted.iter()).map(|(a, r)| a * r).sum::<f64>();
+            }
+            if want_params {
+                let grad_at = &mut partial.grad_at[index];
+                for (kk, &zk) in z.iter().enumerate() {
+                    for (g, &r) in grad_at[kk * p..(kk + 1) * p].iter_mut().zip(weighted.iter()) {
+                        *g += zk * r;
+                    }
+                }
+                if prep.bias.is_some() {
+                    for (g, &r) in partial.grad_bias[index].iter_mut().zip(weighted.iter()) {
+                        *g += r;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn merge(mut a: Partial, b: Partial) -> Partial {
+    a.loss += b.loss;
+    for (x, y) in a.grad_at.iter_mut().zip(&b.grad_at) {
+        x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+    }
+    for (x, y) in a.grad_bias.iter_mut().zip(&b.grad_bias) {
+        x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+    }
+    for (x, y) in a.grad_scatter.iter_mut().zip(&b.grad_scatter) {
+        x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+    }
+    a
+}

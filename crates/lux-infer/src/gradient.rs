@@ -1,0 +1,102 @@
+//! The loss and its gradient over the free parameters, by the fused Lux kernel or by
+//! autodiff over the general graph.
+
+use lux_dsl::{Dataset, Model, Params};
+use ndarray::{Array2, ArrayD};
+
+use crate::engine::Free;
+use crate::error::FitError;
+use crate::fused::FusedLux;
+
+/// How gradients are computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GradientBackend {
+    /// The fused kernel when the model has the Lux form, autodiff otherwise.
+    #[default]
+    Auto,
+    /// Candle's reverse-mode autodiff over the general graph.
+    Autodiff,
+}
+
+/// Loss over the free parameters and its gradient; fixed parts have zero gradient.
+#[derive(Debug, Clone)]
+pub struct Gradient {
+    pub loss: f64,
+    /// N×K.
+    pub latents: Array2<f64>,
+    /// Indexed like [`Model::params`], each of the parameter's shape.
+    pub params: Vec<ArrayD<f64>>,
+}
+
+/// The function an engine minimizes: the model, its data and what is free.
+pub struct Objective<'a> {
+    model: &'a Model,
+    data: &'a Dataset,
+    free: Free,
+    fused: Option<FusedLux>,
+}
+
+impl<'a> Objective<'a> {
+    pub(crate) fn new(model: &'a Model, data: &'a Dataset, free: Free, backend: GradientBackend) -> Self {
+        let fused = match backend {
+            GradientBackend::Auto => FusedLux::detect(model),
+            GradientBackend::Autodiff => None,
+        };
+        Self {
+            model,
+            data,
+            free,
+            fused,
+        }
+    }
+
+    pub(crate) fn model(&self) -> &'a Model {
+        self.model
+    }
+
+    pub(crate) fn free(&self) -> &Free {
+        &self.free
+    }
+
+    /// Loss and gradient at `params`.
+    pub(crate) fn loss_grad(&self, params: &Params) -> Result<Gradient, FitError> {
+        match &self.fused {
+            Some(fused) => Ok(fused.loss_grad(self.model, params, self.data, &self.free)),
+            None => autodiff(self.model, params, self.data, &self.free),
+        }
+    }
+
+    /// Largest absolute gradient element over the free parameters.
+    pub(crate) fn max_abs_grad(&self, grad: &Gradient) -> f64 {
+        let mut max = 0.0f64;
+        if self.free.latents {
+            max = grad.latents.iter().fold(max, |m, g| m.max(g.abs()));
+        }
+        for (index, g) in grad.params.iter().enumerate() {
+            if self.free.params[index] {
+                max = g.iter().fold(max, |m, g| m.max(g.abs()));
+            }
+        }
+        max
+    }
+}
+
+fn autodiff(model: &Model, params: &Params, data: &Dataset, free: &Free) -> Result<Gradient, FitError> {
+    let is_fixed = |name: &str| free.is_fixed(model, name);
+    let grad = model.loss_and_grad_with(params, data, !free.latents, &is_fixed)?;
+    Ok(Gradient {
+        loss: grad.loss,
+        latents: grad.latents,
+        params: model
+            .params()
+            .iter()
+            .map(|node| {
+                grad.params
+                    .iter()
+                    .find(|(name, _)| name == &node.name)
+                    .map(|(_, g)| g.clone())
+                    .unwrap_or_else(|| ArrayD::zeros(node.shape.as_slice()))
+            })
+            .collect(),
+    })
+}

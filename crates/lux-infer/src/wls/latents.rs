@@ -1,0 +1,79 @@
+//! The latents step: with every global parameter fixed, each object's latent vector is
+//! the solution of its own K×K normal equations
+//!
+//! ```text
+//! (Σ_o J_oᵀ W_{n,o} J_o + Λ_z) z_n = Σ_o J_oᵀ W_{n,o} (y_{n,o} − c_o) + Λ_z μ_z
+//! ```
+//!
+//! where `J_o z + c_o` is output o's mean (affine in the latents, proven from the graph).
+//! All N normal matrices come from one matrix product `W_o · (J_o ⊗ J_o)`.
+
+use faer::Par;
+use lux_dsl::{Dataset, Model, Params};
+use ndarray::Array2;
+
+use super::normal::{gemm_add, packed_len, packed_outer, solve_packed, view, view_mut};
+use crate::error::FitError;
+
+/// Solves every object's latents exactly; `weights` come from [`super::normal::output_weights`].
+pub(crate) fn solve_latents(
+    model: &Model,
+    params: &mut Params,
+    data: &Dataset,
+    weights: &[Option<Array2<f64>>],
+    par: Par,
+) -> Result<(), FitError> {
+    let n = data.n_objects();
+    let k = model.latent_size();
+    let t = packed_len(k);
+    let mut normal = vec![0.0; n * t];
+    let mut rhs = vec![0.0; n * k];
+
+    for (obs, w) in model.observes().iter().zip(weights) {
+        let Some(w) = w else { continue };
+        let out = data.output(&obs.name).expect("weights exist only for present outputs");
+        let (design, offset) = model
+            .latent_design(params, obs.mean)
+            .expect("the latent block is closed form only when every mean is affine in the latents");
+        let p = obs.size;
+
+        let design = design.as_standard_layout();
+        let design = design.as_slice().expect("standard layout");
+        let mut outer = vec![0.0; p * t];
+        packed_outer(design, k, &mut outer);
+
+        let w = w.as_slice().expect("standard layout");
+        gemm_add(view_mut(&mut normal, n, t), view(w, n, p), view(&outer, p, t), par);
+
+        let mut weighted = out.values().clone();
+        for (mut row, w_row) in weighted.rows_mut().into_iter().zip(w.chunks_exact(p)) {
+            for ((y, &wi), &c) in row.iter_mut().zip(w_row).zip(offset.iter()) {
+                *y = (*y - c) * wi;
+            }
+        }
+        let weighted = weighted.as_slice().expect("standard layout");
+        gemm_add(view_mut(&mut rhs, n, k), view(weighted, n, p), view(design, p, k), par);
+    }
+
+    let mut ridge = vec![0.0; k];
+    let mut ridge_rhs = vec![0.0; k];
+    for latent in model.latents() {
+        let (mean, precision) = latent.prior.gaussian().expect("closed form implies a Gaussian or flat prior");
+        for j in latent.offset..latent.offset + latent.size {
+            ridge[j] = precision;
+            ridge_rhs[j] = precision * mean;
+        }
+    }
+
+    solve_packed(&normal, &mut rhs, k, &ridge, &ridge_rhs).map_err(|index| FitError::Singular {
+        block: "latents".to_string(),
+        what: "object",
+        index,
+    })?;
+    params
+        .latents_mut()
+        .as_slice_mut()
+        .expect("standard layout")
+        .copy_from_slice(&rhs);
+    Ok(())
+}

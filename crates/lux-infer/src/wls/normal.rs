@@ -1,0 +1,142 @@
+//! Shared pieces of the exact solves: observation weights, packed outer products and
+//! batched Cholesky solves of many small normal-equation systems.
+
+use faer::linalg::cholesky::llt::factor::{LltParams, LltRegularization, cholesky_in_place, cholesky_in_place_scratch};
+use faer::linalg::cholesky::llt::solve::solve_in_place;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::{Mat, MatMut, MatRef, Par, Spec};
+use lux_dsl::{Dataset, Model, Params};
+use ndarray::Array2;
+use rayon::prelude::*;
+
+/// Inverse variances of each output (indexed like [`Model::observes`]), the intrinsic
+/// scatter added in quadrature: `w = 1/(σ² + s²)`, 0 where missing. `None` for an
+/// output absent from the data.
+pub(crate) fn output_weights(model: &Model, params: &Params, data: &Dataset) -> Vec<Option<Array2<f64>>> {
+    model
+        .observes()
+        .iter()
+        .map(|obs| {
+            let out = data.output(&obs.name)?;
+            Some(match model.scatter_values(params, obs) {
+                None => out.ivar().clone(),
+                Some(s) => {
+                    let mut w = out.ivar().clone();
+                    for mut row in w.rows_mut() {
+                        for (x, &sp) in row.iter_mut().zip(&s) {
+                            if *x > 0.0 {
+                                *x = 1.0 / (1.0 / *x + sp * sp);
+                            }
+                        }
+                    }
+                    w
+                }
+            })
+        })
+        .collect()
+}
+
+/// Number of entries of the upper triangle of a d×d matrix.
+pub(crate) fn packed_len(d: usize) -> usize {
+    d * (d + 1) / 2
+}
+
+/// Writes the upper triangle of `x xᵀ` for each row `x` of `rows` (n×d) into `out` (n×packed).
+pub(crate) fn packed_outer(rows: &[f64], d: usize, out: &mut [f64]) {
+    let t = packed_len(d);
+    for (x, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(t)) {
+        let mut idx = 0;
+        for i in 0..d {
+            for j in i..d {
+                o[idx] = x[i] * x[j];
+                idx += 1;
+            }
+        }
+    }
+}
+
+/// A row-major n×m matrix as a faer view.
+pub(crate) fn view(data: &[f64], n: usize, m: usize) -> MatRef<'_, f64> {
+    MatRef::from_row_major_slice(data, n, m)
+}
+
+/// A row-major n×m matrix as a mutable faer view.
+pub(crate) fn view_mut(data: &mut [f64], n: usize, m: usize) -> MatMut<'_, f64> {
+    MatMut::from_row_major_slice_mut(data, n, m)
+}
+
+/// `dst += lhs · rhs` with faer's matrix multiply.
+pub(crate) fn gemm_add(dst: MatMut<'_, f64>, lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>, par: Par) {
+    faer::linalg::matmul::matmul(dst, faer::Accum::Add, lhs, rhs, 1.0, par);
+}
+
+/// Solves one d×d system per row: row i of `packed` holds the upper triangle of the
+/// normal matrix without its ridge, row i of `rhs` the right-hand side (overwritten by
+/// the solution). `ridge[j]` and `ridge_rhs[j]` (prior precision and precision × mean)
+/// are added to every system. Returns the first row whose matrix is not positive
+/// definite.
+pub(crate) fn solve_packed(packed: &[f64], rhs: &mut [f64], d: usize, ridge: &[f64], ridge_rhs: &[f64]) -> Result<(), usize> {
+    let t = packed_len(d);
+    let rows = rhs.len() / d;
+    let min_len = (4096 / (d * d)).max(16);
+    rhs.par_chunks_mut(d)
+        .zip(packed.par_chunks(t))
+        .enumerate()
+        .with_min_len(min_len)
+        .try_for_each_init(
+            || {
+                let scratch = cholesky_in_place_scratch::<f64>(d, Par::Seq, Spec::<LltParams, f64>::default());
+                (Mat::<f64>::zeros(d, d), MemBuffer::new(scratch))
+            },
+            |(matrix, buffer), (row, (b, upper))| {
+                let mut idx = 0;
+                for i in 0..d {
+                    for j in i..d {
+                        matrix[(i, j)] = upper[idx];
+                        matrix[(j, i)] = upper[idx];
+                        idx += 1;
+                    }
+                    matrix[(i, i)] += ridge[i];
+                    b[i] += ridge_rhs[i];
+                }
+                let stack = MemStack::new(buffer);
+                cholesky_in_place(
+                    matrix.as_mut(),
+                    LltRegularization::default(),
+                    Par::Seq,
+                    stack,
+                    Spec::<LltParams, f64>::default(),
+                )
+                .map_err(|_| row)?;
+                let rhs = MatMut::from_column_major_slice_mut(b, d, 1);
+                solve_in_place(matrix.as_ref(), rhs, Par::Seq, stack);
+                Ok::<(), usize>(())
+            },
+        )?;
+    debug_assert_eq!(rows * d, rhs.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_solve_matches_closed_form() {
+        // [[4, 2], [2, 3]] + ridge 1 on both: [[5, 2], [2, 4]] x = [1 + 0.5, 2 + 0.5].
+        let packed = vec![4.0, 2.0, 3.0];
+        let mut rhs = vec![1.0, 2.0];
+        solve_packed(&packed, &mut rhs, 2, &[1.0, 1.0], &[0.5, 0.5]).unwrap();
+        let det = 5.0 * 4.0 - 4.0;
+        let expected = [(4.0 * 1.5 - 2.0 * 2.5) / det, (5.0 * 2.5 - 2.0 * 1.5) / det];
+        assert!((rhs[0] - expected[0]).abs() < 1e-14);
+        assert!((rhs[1] - expected[1]).abs() < 1e-14);
+    }
+
+    #[test]
+    fn singular_system_reports_row() {
+        let packed = vec![1.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+        let mut rhs = vec![1.0, 1.0, 1.0, 1.0];
+        assert_eq!(solve_packed(&packed, &mut rhs, 2, &[0.0, 0.0], &[0.0, 0.0]), Err(1));
+    }
+}
