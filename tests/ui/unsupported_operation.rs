@@ -1,0 +1,13 @@
+use lux::lux_model;
+
+lux_model! {
+    model Lux(latents: K, pixels: P) {
+        latent z: [K] ~ Normal(0.0, 1.0);
+        param B: [P, K] ~ Normal(0.0, 1.0);
+        observe flux: [P] ~ Normal(B * exp(z), err);
+        observe square: [K] ~ Normal(z * z, err);
+        observe diff: [P] ~ Normal(B * z - B * z, err);
+    }
+}
+
+fn main() {}

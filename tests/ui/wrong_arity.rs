@@ -1,0 +1,12 @@
+use lux::lux_model;
+
+lux_model! {
+    model Lux(latents: K, pixels: P) {
+        latent z: [K] ~ Normal(0.0, 1.0);
+        param B: [P, K] ~ Normal(1.0);
+        param s: [P] ~ HalfNormal(0.0, 1.0);
+        observe flux: [P] ~ Normal(B * z, hypot(err, s));
+    }
+}
+
+fn main() {}
