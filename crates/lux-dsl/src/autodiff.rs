@@ -305,18 +305,12 @@ fn gaussian_nll_tensor(
         shape.as_slice(),
         device,
     )?;
-    let count = ivar.iter().filter(|&&w| w > 0.0).count();
-    let mut constant = count as f64 * half_ln_2pi();
+    let mut constant = out.n_observed() as f64 * half_ln_2pi();
 
     let r2 = y.sub(mean)?.sqr()?;
     let term = match scatter {
         None => {
-            constant -= 0.5
-                * ivar
-                    .iter()
-                    .filter(|&&w| w > 0.0)
-                    .map(|w| w.ln())
-                    .sum::<f64>();
+            constant -= 0.5 * out.log_ivar_sum();
             let w = Tensor::from_slice(ivar, shape.as_slice(), device)?;
             r2.mul(&w)?.sum_all()?
         }

@@ -14,6 +14,10 @@ use crate::error::DataError;
 pub struct OutputData {
     values: Array2<f64>,
     ivar: Array2<f64>,
+    /// Number of observed elements, cached because every loss evaluation needs it.
+    n_observed: usize,
+    /// Σ ln w over observed elements, cached for the same reason.
+    log_ivar_sum: f64,
 }
 
 impl OutputData {
@@ -60,9 +64,21 @@ impl OutputData {
                     *w = 0.0;
                 }
             });
+        Self::summarized(
+            values.as_standard_layout().into_owned(),
+            ivar.as_standard_layout().into_owned(),
+        )
+    }
+
+    fn summarized(values: Array2<f64>, ivar: Array2<f64>) -> Self {
+        let observed = ivar.iter().filter(|&&w| w > 0.0);
+        let n_observed = observed.clone().count();
+        let log_ivar_sum = observed.map(|w| w.ln()).sum();
         Self {
-            values: values.as_standard_layout().into_owned(),
-            ivar: ivar.as_standard_layout().into_owned(),
+            values,
+            ivar,
+            n_observed,
+            log_ivar_sum,
         }
     }
 
@@ -93,7 +109,12 @@ impl OutputData {
 
     /// Number of observed (not missing) elements.
     pub fn n_observed(&self) -> usize {
-        self.ivar.iter().filter(|&&w| w > 0.0).count()
+        self.n_observed
+    }
+
+    /// Σ ln(1/σ²) over the observed elements.
+    pub fn log_ivar_sum(&self) -> f64 {
+        self.log_ivar_sum
     }
 
     /// Whether object `row` has at least one observed element.
@@ -102,10 +123,7 @@ impl OutputData {
     }
 
     fn select(&self, rows: &[usize]) -> Self {
-        Self {
-            values: self.values.select(Axis(0), rows),
-            ivar: self.ivar.select(Axis(0), rows),
-        }
+        Self::summarized(self.values.select(Axis(0), rows), self.ivar.select(Axis(0), rows))
     }
 }
 

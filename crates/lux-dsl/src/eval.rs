@@ -83,8 +83,34 @@ impl Model {
     }
 
     pub(crate) fn forward_unchecked(&self, params: &Params) -> Vec<Array2<f64>> {
+        let all: Vec<ExprId> = (0..self.exprs.len()).map(ExprId).collect();
+        self.forward_needed(params, &all)
+    }
+
+    /// Evaluates `targets` and the expressions they depend on; the others are left empty.
+    fn forward_needed(&self, params: &Params, targets: &[ExprId]) -> Vec<Array2<f64>> {
+        let mut needed = vec![false; self.exprs.len()];
+        let mut stack: Vec<ExprId> = targets.to_vec();
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut needed[id.0], true) {
+                continue;
+            }
+            match self.expr(id) {
+                Expr::Latent(_) => {}
+                Expr::Slice { input, .. }
+                | Expr::Poly { input, .. }
+                | Expr::Linear { input, .. }
+                | Expr::AddBias { input, .. } => stack.push(*input),
+                Expr::Concat(inputs) => stack.extend(inputs.iter().copied()),
+            }
+        }
+
         let mut values: Vec<Array2<f64>> = Vec::with_capacity(self.exprs.len());
-        for (expr, _) in &self.exprs {
+        for (index, (expr, _)) in self.exprs.iter().enumerate() {
+            if !needed[index] {
+                values.push(Array2::zeros((0, 0)));
+                continue;
+            }
             let value = match expr {
                 Expr::Latent(id) => {
                     let node = &self.latents[id.0];
@@ -177,7 +203,13 @@ impl Model {
     pub fn loss_terms(&self, params: &Params, data: &Dataset) -> Result<LossTerms, DataError> {
         self.check_params(params)?;
         self.check_data(params, data)?;
-        let values = self.forward_unchecked(params);
+        let present: Vec<ExprId> = self
+            .observes
+            .iter()
+            .filter(|o| data.output(&o.name).is_some())
+            .map(|o| o.mean)
+            .collect();
+        let values = self.forward_needed(params, &present);
 
         let mut terms = LossTerms {
             data: BTreeMap::new(),
@@ -222,7 +254,8 @@ impl Model {
 
     /// Evaluates expression `id` alone.
     pub fn evaluate(&self, params: &Params, id: ExprId) -> Result<Array2<f64>, DataError> {
-        let mut values = self.forward(params)?;
+        self.check_params(params)?;
+        let mut values = self.forward_needed(params, &[id]);
         Ok(std::mem::take(&mut values[id.0]))
     }
 }
@@ -242,7 +275,6 @@ pub fn poly_features(x: ArrayView2<f64>, degree: u32) -> Array2<f64> {
 /// ½ Σ [r²/v + ln(2π v)] over the observed elements of one output.
 fn gaussian_nll(mean: ArrayView2<f64>, out: &OutputData, scatter: Option<&[f64]>) -> f64 {
     let mut total = 0.0;
-    let mut count = 0usize;
     for ((m, y), w) in mean.rows().into_iter().zip(out.values().rows()).zip(out.ivar().rows()) {
         for p in 0..m.len() {
             let w = w[p];
@@ -250,17 +282,20 @@ fn gaussian_nll(mean: ArrayView2<f64>, out: &OutputData, scatter: Option<&[f64]>
                 continue;
             }
             let r = y[p] - m[p];
-            count += 1;
             match scatter {
-                None => total += 0.5 * (r * r * w - w.ln()),
+                None => total += r * r * w,
                 Some(s) => {
                     let v = 1.0 / w + s[p] * s[p];
-                    total += 0.5 * (r * r / v + v.ln());
+                    total += r * r / v + v.ln();
                 }
             }
         }
     }
-    total + count as f64 * half_ln_2pi()
+    // Without scatter ln v = −ln w, summed once when the data were built.
+    if scatter.is_none() {
+        total -= out.log_ivar_sum();
+    }
+    0.5 * total + out.n_observed() as f64 * half_ln_2pi()
 }
 
 #[cfg(test)]

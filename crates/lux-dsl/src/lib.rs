@@ -13,6 +13,7 @@ pub mod io;
 pub mod params;
 pub mod preprocess;
 pub mod prior;
+pub mod simulate;
 pub mod structure;
 
 pub use autodiff::Gradient;

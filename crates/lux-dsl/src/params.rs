@@ -97,7 +97,22 @@ impl Model {
     /// Draws starting values from the priors: latents and Normal parameters from their
     /// prior, HalfNormal parameters from theirs, and Flat ones from Normal(0, 1).
     pub fn sample_params(&self, n_objects: usize, seed: u64) -> Params {
+        self.sample_params_spread(n_objects, seed, 1.0)
+    }
+
+    /// Like [`Model::sample_params`], with every draw pulled toward its prior's center:
+    /// `center + spread · (draw − center)`, the center being the mean of a Normal prior
+    /// and 0 otherwise. A small spread starts a gradient fit where the products of
+    /// latents and maps are small and the first steps are well behaved.
+    pub fn sample_params_spread(&self, n_objects: usize, seed: u64, spread: f64) -> Params {
         let mut rng = StdRng::seed_from_u64(seed);
+        let draw = |prior: &Prior, rng: &mut StdRng| {
+            let center = match *prior {
+                Prior::Normal { mean, .. } => mean,
+                _ => 0.0,
+            };
+            center + spread * (draw(prior, rng) - center)
+        };
         let mut latents = Array2::zeros((n_objects, self.latent_size()));
         for latent in &self.latents {
             for n in 0..n_objects {

@@ -13,6 +13,9 @@ use crate::error::FitError;
 use crate::gradient::{Gradient, GradientBackend, Objective};
 
 /// The Adam engine: every free parameter moves together by gradient steps.
+///
+/// Without a starting point in [`FitOptions::init`] it starts near the prior centers
+/// (see [`Adam::init_spread`]; seeded by [`FitOptions::seed`]).
 #[derive(Debug, Clone)]
 pub struct Adam {
     /// Step size (1e-3 by default).
@@ -30,6 +33,10 @@ pub struct Adam {
     pub grad_tol: f64,
     /// How gradients are computed.
     pub backend: GradientBackend,
+    /// Without [`FitOptions::init`], the start is a prior draw pulled toward the prior
+    /// centers by this factor (0.1). From a full draw the products of unit-scale latents
+    /// and maps make the first steps huge and Adam's bounded steps take far longer.
+    pub init_spread: f64,
 }
 
 impl Default for Adam {
@@ -42,6 +49,7 @@ impl Default for Adam {
             epsilon: 1e-8,
             grad_tol: 1e-2,
             backend: GradientBackend::Auto,
+            init_spread: 0.1,
         }
     }
 }
@@ -83,7 +91,7 @@ impl Engine for Adam {
     fn fit(&self, model: &Model, data: &Dataset, options: &FitOptions) -> Result<Fit, FitError> {
         let started = Instant::now();
         self.validate()?;
-        let mut params = options.start(model, data)?;
+        let mut params = options.start(model, data, self.init_spread)?;
         let free = options.free(model)?;
         let objective = Objective::new(model, data, free, self.backend);
         let mut state = AdamState::new(model, objective.free(), &params);

@@ -92,11 +92,12 @@ impl FitOptions {
         Ok(free)
     }
 
-    /// The starting point: `init`, or a draw from the priors with `seed`.
-    pub(crate) fn start(&self, model: &Model, data: &Dataset) -> Result<Params, FitError> {
+    /// The starting point: `init`, or a draw from the priors with `seed`, pulled toward
+    /// the priors' centers by `spread` (see [`Model::sample_params_spread`]).
+    pub(crate) fn start(&self, model: &Model, data: &Dataset, spread: f64) -> Result<Params, FitError> {
         let params = match &self.init {
             Some(init) => init.clone(),
-            None => model.sample_params(data.n_objects(), self.seed),
+            None => model.sample_params_spread(data.n_objects(), self.seed, spread),
         };
         model.check_params(&params)?;
         model.check_data(&params, data)?;

@@ -10,27 +10,20 @@
 
 use faer::Par;
 use lux_dsl::{Dataset, Model, Params};
-use ndarray::Array2;
 
-use super::normal::{gemm_add, packed_len, packed_outer, solve_packed, view, view_mut};
+use super::normal::{gemm_add, output_weights, packed_len, packed_outer, solve_packed, view, view_mut};
 use crate::error::FitError;
 
-/// Solves every object's latents exactly; `weights` come from [`super::normal::output_weights`].
-pub(crate) fn solve_latents(
-    model: &Model,
-    params: &mut Params,
-    data: &Dataset,
-    weights: &[Option<Array2<f64>>],
-    par: Par,
-) -> Result<(), FitError> {
+/// Solves every object's latents exactly.
+pub(crate) fn solve_latents(model: &Model, params: &mut Params, data: &Dataset, par: Par) -> Result<(), FitError> {
     let n = data.n_objects();
     let k = model.latent_size();
     let t = packed_len(k);
     let mut normal = vec![0.0; n * t];
     let mut rhs = vec![0.0; n * k];
 
-    for (obs, w) in model.observes().iter().zip(weights) {
-        let Some(w) = w else { continue };
+    for (observe, obs) in model.observes().iter().enumerate() {
+        let Some(w) = output_weights(model, params, data, observe) else { continue };
         let out = data.output(&obs.name).expect("weights exist only for present outputs");
         let (design, offset) = model
             .latent_design(params, obs.mean)

@@ -20,7 +20,7 @@ use lux_dsl::{BlockKind, Dataset, Model, Params, Structure};
 use crate::adam::{Adam, AdamState};
 use crate::engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, Free};
 use crate::error::FitError;
-use crate::gradient::{GradientBackend, Objective};
+use crate::gradient::{Gradient, GradientBackend, Objective};
 
 /// When the loss is considered to have stopped changing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +35,9 @@ pub enum StoppingRule {
 }
 
 /// The block-WLS engine.
+///
+/// Without a starting point in [`FitOptions::init`] it starts from one draw from the
+/// priors (seeded by [`FitOptions::seed`]).
 #[derive(Debug, Clone)]
 pub struct BlockWls {
     /// Upper bound on cycles (50).
@@ -219,7 +222,14 @@ impl BlockWls {
     /// Applies the stopping rule to the loss history; under
     /// [`StoppingRule::RelativeChange`] the largest gradient element must also be at most
     /// `grad_tol`.
-    fn stop(&self, history: &[f64], below: &mut usize, objective: &Objective, params: &Params) -> Result<bool, FitError> {
+    fn stop(
+        &self,
+        history: &[f64],
+        below: &mut usize,
+        objective: &Objective,
+        params: &Params,
+        last_grad: &mut Option<Gradient>,
+    ) -> Result<bool, FitError> {
         let k = history.len();
         if k < 2 {
             return Ok(false);
@@ -245,7 +255,9 @@ impl BlockWls {
             StoppingRule::Reference => Ok(true),
             StoppingRule::RelativeChange => {
                 let grad = objective.loss_grad(params)?;
-                Ok(objective.max_abs_grad(&grad) <= self.grad_tol)
+                let small = objective.max_abs_grad(&grad) <= self.grad_tol;
+                *last_grad = Some(grad);
+                Ok(small)
             }
         }
     }
@@ -351,7 +363,7 @@ impl Engine for BlockWls {
         let started = Instant::now();
         let structure = model.structure();
         self.validate(&structure)?;
-        let mut params = options.start(model, data)?;
+        let mut params = options.start(model, data, 1.0)?;
         let free = options.free(model)?;
         check_coverage(model, data, &free)?;
 
@@ -383,14 +395,10 @@ impl Engine for BlockWls {
             for (runner, report) in runners.iter_mut().zip(&blocks) {
                 match runner {
                     Runner::Fixed => {}
-                    Runner::Latents => {
-                        let weights = normal::output_weights(model, params, data);
-                        latents::solve_latents(model, params, data, &weights, par)?;
-                    }
+                    Runner::Latents => latents::solve_latents(model, params, data, par)?,
                     Runner::Layer { observe, layer } => {
-                        let weights = normal::output_weights(model, params, data);
-                        let w = weights[*observe].as_ref().expect("output is present");
-                        layer::solve_layer(model, params, data, *observe, layer, w, &report.name, par)?;
+                        let w = normal::output_weights(model, params, data, *observe).expect("output is present");
+                        layer::solve_layer(model, params, data, *observe, layer, &w, &report.name, par)?;
                     }
                     Runner::Gradient { objective, state } => {
                         state.run(&sub_engine, objective, params, self.sub_steps, None)?;
@@ -406,6 +414,7 @@ impl Engine for BlockWls {
         let mut history: Vec<f64> = Vec::new();
         let mut below = 0;
         let mut rule_met = false;
+        let mut last_grad = None;
         let record = |loss: f64, history: &mut Vec<f64>| -> Result<(), FitError> {
             if !loss.is_finite() {
                 return Err(FitError::NonFiniteLoss {
@@ -429,7 +438,7 @@ impl Engine for BlockWls {
             for _ in 0..if accelerate { 2 } else { 1 } {
                 let loss = run_cycle(&mut params, &mut runners)?;
                 record(loss, &mut history)?;
-                if single_exact || self.stop(&history, &mut below, &objective, &params)? {
+                if single_exact || self.stop(&history, &mut below, &objective, &params, &mut last_grad)? {
                     rule_met = true;
                     break 'cycles;
                 }
@@ -455,13 +464,17 @@ impl Engine for BlockWls {
                     record(plain_loss, &mut history)?;
                 }
             }
-            if self.stop(&history, &mut below, &objective, &params)? {
+            if self.stop(&history, &mut below, &objective, &params, &mut last_grad)? {
                 rule_met = true;
                 break;
             }
         }
 
-        let end = objective.loss_grad(&params)?;
+        // A gradient from the last stopping check is at the final parameters.
+        let end = match last_grad.filter(|_| rule_met) {
+            Some(grad) => grad,
+            None => objective.loss_grad(&params)?,
+        };
         let max_abs_grad = objective.max_abs_grad(&end);
         Ok(Fit {
             engine: self.name(),

@@ -1,6 +1,8 @@
 //! Shared pieces of the exact solves: observation weights, packed outer products and
 //! batched Cholesky solves of many small normal-equation systems.
 
+use std::borrow::Cow;
+
 use faer::linalg::cholesky::llt::factor::{LltParams, LltRegularization, cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::cholesky::llt::solve::solve_in_place;
 use faer::dyn_stack::{MemBuffer, MemStack};
@@ -9,31 +11,31 @@ use lux_dsl::{Dataset, Model, Params};
 use ndarray::Array2;
 use rayon::prelude::*;
 
-/// Inverse variances of each output (indexed like [`Model::observes`]), the intrinsic
-/// scatter added in quadrature: `w = 1/(σ² + s²)`, 0 where missing. `None` for an
-/// output absent from the data.
-pub(crate) fn output_weights(model: &Model, params: &Params, data: &Dataset) -> Vec<Option<Array2<f64>>> {
-    model
-        .observes()
-        .iter()
-        .map(|obs| {
-            let out = data.output(&obs.name)?;
-            Some(match model.scatter_values(params, obs) {
-                None => out.ivar().clone(),
-                Some(s) => {
-                    let mut w = out.ivar().clone();
-                    for mut row in w.rows_mut() {
-                        for (x, &sp) in row.iter_mut().zip(&s) {
-                            if *x > 0.0 {
-                                *x = 1.0 / (1.0 / *x + sp * sp);
-                            }
-                        }
+/// Inverse variances of output `observe` with its intrinsic scatter added in
+/// quadrature, `w = 1/(σ² + s²)` (0 where missing); borrowed from the data when the
+/// output has no scatter. `None` for an output absent from the data.
+pub(crate) fn output_weights<'a>(
+    model: &Model,
+    params: &Params,
+    data: &'a Dataset,
+    observe: usize,
+) -> Option<Cow<'a, Array2<f64>>> {
+    let obs = &model.observes()[observe];
+    let out = data.output(&obs.name)?;
+    Some(match model.scatter_values(params, obs) {
+        None => Cow::Borrowed(out.ivar()),
+        Some(s) => {
+            let mut w = out.ivar().clone();
+            for mut row in w.rows_mut() {
+                for (x, &sp) in row.iter_mut().zip(&s) {
+                    if *x > 0.0 {
+                        *x = 1.0 / (1.0 / *x + sp * sp);
                     }
-                    w
                 }
-            })
-        })
-        .collect()
+            }
+            Cow::Owned(w)
+        }
+    })
 }
 
 /// Number of entries of the upper triangle of a d×d matrix.
