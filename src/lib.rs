@@ -4,6 +4,11 @@
 //! deterministic function of it observed with Gaussian noise using the reported errors.
 //! This facade re-exports the model graph ([`dsl`]) and the engines ([`infer`]).
 
+// The README's example is compiled as a doctest, so it cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use lux_dsl as dsl;
 pub use lux_infer as infer;
 #[doc(inline)]
