@@ -38,14 +38,21 @@ pub struct Block {
     pub reason: String,
 }
 
-/// The form of a closed-form mean block: `mean = A x + b` with `x` free of the block's
-/// parameters. At least one of `matrix` and `bias` is present.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The form of a closed-form mean block on rows `rows` of the output:
+/// `mean[rows] = A x + b` with `x` free of the block's parameters. At least one of
+/// `matrix` and `bias` is present.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LinearLayer {
+    /// The output elements this layer predicts (all of them unless the mean is a
+    /// concatenation of branches).
+    pub rows: std::ops::Range<usize>,
     pub matrix: Option<ParamId>,
     /// The features `x` feeding the matrix (absent for a bias alone).
     pub features: Option<ExprId>,
     pub bias: Option<ParamId>,
+    /// For a bias alone, `x + b`: the expression `x`, subtracted from the data before
+    /// solving for `b`.
+    pub offset: Option<ExprId>,
 }
 
 /// The symmetry `z → M z`, `A_o → A_o M⁻¹` under which the data term is unchanged,
@@ -63,9 +70,10 @@ pub struct LatentSymmetry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Structure {
     pub blocks: Vec<Block>,
-    /// The final linear layer of each output's mean (by output index), when that
-    /// output's mean block is closed form.
-    pub layers: Vec<Option<LinearLayer>>,
+    /// The final linear layers of each output's mean (by output index), when that
+    /// output's mean block is closed form: one layer, or one per branch of a
+    /// concatenation (branches without parameters are left out).
+    pub layers: Vec<Option<Vec<LinearLayer>>>,
     /// Present when every mean is `A_o z` or `A_o z + b_o` for one latent `z` with a
     /// zero-mean Normal prior and every `A_o` has its own zero-mean Normal prior: then
     /// only the priors pick the basis of the latent space.
@@ -166,7 +174,7 @@ impl Model {
         }
     }
 
-    fn mean_block(&self, output: usize, params: &[ParamId]) -> (bool, String, Option<LinearLayer>) {
+    fn mean_block(&self, output: usize, params: &[ParamId]) -> (bool, String, Option<Vec<LinearLayer>>) {
         let obs = &self.observes[output];
 
         let shared: Vec<String> = params
@@ -190,8 +198,8 @@ impl Model {
             );
         }
 
-        let layer = match self.final_linear_layer(obs.mean) {
-            Ok(layer) => layer,
+        let layers = match self.final_linear_layers(obs.mean) {
+            Ok(layers) => layers,
             Err(why) => return (false, why, None),
         };
 
@@ -206,22 +214,50 @@ impl Model {
             }
         }
 
-        let form = match (layer.matrix, layer.bias) {
-            (Some(a), Some(b)) => format!("`{}` and `{}` enter `{}` linearly", self.param(a).name, self.param(b).name, obs.name),
-            (Some(a), None) => format!("`{}` enters `{}` linearly", self.param(a).name, obs.name),
-            (None, Some(b)) => format!("`{}` enters `{}` linearly", self.param(b).name, obs.name),
-            (None, None) => unreachable!("a layer has a matrix or a bias"),
-        };
+        let names: Vec<String> = params.iter().map(|&p| format!("`{}`", self.param(p).name)).collect();
+        let verb = if names.len() == 1 { "enters" } else { "enter" };
         (
             true,
-            format!("{form}, no variance depends on them, and their priors are Normal or flat"),
-            Some(layer),
+            format!(
+                "{} {verb} `{}` linearly, no variance depends on them, and their priors are Normal or flat",
+                names.join(" and "),
+                obs.name
+            ),
+            Some(layers),
         )
     }
 
-    /// Recognizes `A x`, `A x + b` and `x + b` at the top of a mean, with `x` free of
-    /// the layer's own parameters.
-    fn final_linear_layer(&self, mean: ExprId) -> Result<LinearLayer, String> {
+    /// Splits a mean into final linear layers: `A x`, `A x + b` or `x + b` at the top, or
+    /// a concatenation of such branches, each branch with its own parameters.
+    fn final_linear_layers(&self, mean: ExprId) -> Result<Vec<LinearLayer>, String> {
+        let Expr::Concat(inputs) = self.expr(mean) else {
+            return Ok(vec![self.final_linear_layer(mean, 0..self.expr_size(mean))?]);
+        };
+        let mut layers = Vec::new();
+        let mut start = 0;
+        let mut seen: Vec<ParamId> = Vec::new();
+        for &branch in inputs {
+            let size = self.expr_size(branch);
+            let params = self.params_of(branch);
+            if !params.is_empty() {
+                if let Some(p) = params.iter().find(|p| seen.contains(p)) {
+                    return Err(format!(
+                        "`{}` appears in two branches of `{}`, so its rows do not separate",
+                        self.param(*p).name,
+                        self.describe(mean)
+                    ));
+                }
+                seen.extend(params);
+                layers.push(self.final_linear_layer(branch, start..start + size)?);
+            }
+            start += size;
+        }
+        Ok(layers)
+    }
+
+    /// Recognizes `A x`, `A x + b` and `x + b` at the top of an expression, with `x`
+    /// free of the layer's own parameters.
+    fn final_linear_layer(&self, mean: ExprId, rows: std::ops::Range<usize>) -> Result<LinearLayer, String> {
         let (inner, bias) = match self.expr(mean) {
             Expr::AddBias { input, bias } => (*input, Some(*bias)),
             _ => (mean, None),
@@ -247,13 +283,12 @@ impl Model {
                 ));
             }
         }
-        if bias.is_none() {
-            return Ok(LinearLayer { matrix, features, bias });
-        }
         Ok(LinearLayer {
+            rows,
             matrix,
-            features: if matrix.is_some() { features } else { Some(inner) },
+            features: if matrix.is_some() { features } else { None },
             bias,
+            offset: if matrix.is_some() { None } else { features },
         })
     }
 
@@ -435,7 +470,10 @@ mod tests {
         let model = b.build().unwrap();
         let st = model.structure();
         assert!(block(&st, "latents").closed_form);
-        assert!(!block(&st, "all:mean").closed_form);
+        assert!(block(&st, "all:mean").closed_form);
+        let layers = st.layers[0].as_ref().unwrap();
+        assert_eq!(layers.len(), 2);
+        assert_eq!(layers[1].rows, 2..5);
         assert!(st.symmetry.is_none());
 
         let params = model
@@ -446,6 +484,34 @@ mod tests {
         assert_eq!(j.row(1).to_vec(), vec![3.0, 4.0, 0.0, 0.0]);
         assert_eq!(j[[2, 0]], 0.0);
         assert!(c.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn shared_matrix_in_two_branches_is_not_closed_form() {
+        let mut b = Model::builder();
+        let z = b.latent("z", 2, Prior::standard_normal()).unwrap();
+        let a = b.param("A", &[3, 2], Prior::standard_normal()).unwrap();
+        let first = b.linear(a, z).unwrap();
+        let second = b.linear(a, z).unwrap();
+        let both = b.concat(&[first, second]).unwrap();
+        b.observe("flux", both, None).unwrap();
+        let st = b.build().unwrap().structure();
+        assert!(!block(&st, "flux:mean").closed_form);
+        assert!(block(&st, "flux:mean").reason.contains("two branches"));
+    }
+
+    #[test]
+    fn bias_alone_keeps_its_offset() {
+        let mut b = Model::builder();
+        let y = b.latent("y", 2, Prior::Flat).unwrap();
+        let c = b.param("c", &[2], Prior::Flat).unwrap();
+        let mean = b.add_bias(y, c).unwrap();
+        b.observe("label", mean, None).unwrap();
+        let st = b.build().unwrap().structure();
+        let layer = &st.layers[0].as_ref().unwrap()[0];
+        assert_eq!(layer.matrix, None);
+        assert_eq!(layer.offset, Some(y));
+        assert_eq!(layer.bias, Some(c));
     }
 
     #[test]

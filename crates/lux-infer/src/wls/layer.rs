@@ -10,7 +10,7 @@
 
 use faer::Par;
 use lux_dsl::{Dataset, LinearLayer, Model, Params};
-use ndarray::Array2;
+use ndarray::{Array2, s};
 
 use super::normal::{gemm_add, packed_len, packed_outer, solve_packed, view, view_mut};
 use crate::error::FitError;
@@ -29,7 +29,17 @@ pub(crate) fn solve_layer(
     let obs = &model.observes()[observe];
     let out = data.output(&obs.name).expect("weights exist only for present outputs");
     let n = data.n_objects();
-    let p = obs.size;
+    let rows = layer.rows.clone();
+    let p = rows.len();
+
+    // This layer's columns of the weights and of the data, less any fixed offset.
+    let weights = weights.slice(s![.., rows.clone()]);
+    let weights = weights.as_standard_layout();
+    let mut weighted = out.values().slice(s![.., rows]).to_owned();
+    if let Some(offset) = layer.offset {
+        weighted -= &model.evaluate(params, offset)?;
+    }
+    weighted.zip_mut_with(&weights, |y, &wi| *y *= wi);
 
     // Design matrix x̃ (N×D').
     let features = match (layer.matrix, layer.features) {
@@ -55,8 +65,6 @@ pub(crate) fn solve_layer(
     let mut normal = vec![0.0; p * t];
     gemm_add(view_mut(&mut normal, p, t), view(w, n, p).transpose(), view(&outer, n, t), par);
 
-    let mut weighted = out.values().clone();
-    weighted.zip_mut_with(weights, |y, &wi| *y *= wi);
     let weighted = weighted.as_slice().expect("standard layout");
     let mut rhs = vec![0.0; p * d];
     gemm_add(view_mut(&mut rhs, p, d), view(weighted, n, p).transpose(), view(&design, n, d), par);

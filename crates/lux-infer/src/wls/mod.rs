@@ -85,7 +85,7 @@ impl Default for BlockWls {
 enum Runner<'a> {
     Fixed,
     Latents,
-    Layer { observe: usize, layer: lux_dsl::LinearLayer },
+    Layers { observe: usize, layers: Vec<lux_dsl::LinearLayer> },
     Gradient { objective: Objective<'a>, state: AdamState },
 }
 
@@ -181,7 +181,9 @@ impl BlockWls {
             let all_free = block_params.len() == block.params.len();
             let runner = match block.kind {
                 BlockKind::Latents if block.closed_form => Some(Runner::Latents),
-                BlockKind::Mean { output } if block.closed_form && all_free => structure.layers[output].map(|layer| Runner::Layer { observe: output, layer }),
+                BlockKind::Mean { output } if block.closed_form && all_free => structure.layers[output]
+                    .clone()
+                    .map(|layers| Runner::Layers { observe: output, layers }),
                 _ => None,
             };
             match runner {
@@ -372,8 +374,20 @@ impl Engine for BlockWls {
         if active == 0 {
             return Err(FitError::NothingFree);
         }
+
+        // Blocks left out of this fit count as fixed: the loss and the gradient cover
+        // only what the fit moves.
+        let mut free = free;
+        for (block, runner) in structure.blocks.iter().zip(&runners) {
+            if matches!(runner, Runner::Fixed) {
+                match block.kind {
+                    BlockKind::Latents => free.latents = false,
+                    _ => block.params.iter().for_each(|p| free.params[p.index()] = false),
+                }
+            }
+        }
         // One exact block and nothing else to alternate with: one solve is the optimum.
-        let single_exact = active == 1 && runners.iter().any(|r| matches!(r, Runner::Latents | Runner::Layer { .. }));
+        let single_exact = active == 1 && runners.iter().any(|r| matches!(r, Runner::Latents | Runner::Layers { .. }));
 
         let symmetry = structure.symmetry.as_ref().filter(|sym| {
             self.rebalance
@@ -396,9 +410,11 @@ impl Engine for BlockWls {
                 match runner {
                     Runner::Fixed => {}
                     Runner::Latents => latents::solve_latents(model, params, data, par)?,
-                    Runner::Layer { observe, layer } => {
+                    Runner::Layers { observe, layers } => {
                         let w = normal::output_weights(model, params, data, *observe).expect("output is present");
-                        layer::solve_layer(model, params, data, *observe, layer, &w, &report.name, par)?;
+                        for layer in layers.iter() {
+                            layer::solve_layer(model, params, data, *observe, layer, &w, &report.name, par)?;
+                        }
                     }
                     Runner::Gradient { objective, state } => {
                         state.run(&sub_engine, objective, params, self.sub_steps, None)?;
