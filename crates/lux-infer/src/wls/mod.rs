@@ -400,7 +400,7 @@ impl Engine for BlockWls {
         });
 
         let sub_engine = Adam::new(self.sub_learning_rate, self.sub_steps);
-        let par = Par::rayon(0);
+        let par = Par::Seq;
         let objective = Objective::new(model, data, free.clone(), self.backend);
         let exact_only = runners.iter().all(|r| !matches!(r, Runner::Gradient { .. }));
         let accelerate = self.accelerate && exact_only && !single_exact;
