@@ -239,8 +239,8 @@ fn constant_term(prep: &Prepared) -> f64 {
     total
 }
 
-/// Runs [`accumulate_body`] compiled for AVX2 and FMA when the CPU has them (chosen at
-/// run time, so the library still runs on any x86-64), and for the baseline otherwise.
+/// Runs [`accumulate_body`] compiled for AVX-512, or for AVX2 with FMA, when the CPU
+/// has them. The choice is made at run time, so the library still runs on any x86-64.
 fn accumulate(
     prepared: &[Option<Prepared>],
     latents: &[f64],
@@ -522,8 +522,8 @@ mod tests {
     use rand::{SeedableRng, rngs::StdRng};
     use rand_distr::{Distribution, StandardNormal, Uniform};
 
-    /// A Lux model with a bias and a per-pixel scatter on the flux, and random data with
-    /// missing elements, for N objects (N not a multiple of the group size).
+    /// Builds a Lux model with a bias and a per-pixel scatter on the flux, and random data
+    /// with missing elements for `n` objects.
     fn problem(n: usize) -> (Model, Params, Dataset) {
         let mut b = Model::builder();
         let z = b.latent("z", 5, Prior::standard_normal()).unwrap();

@@ -8,7 +8,7 @@ use crate::engine::Free;
 use crate::error::FitError;
 use crate::fused::FusedLux;
 
-/// How gradients are computed.
+/// Gradient method of an engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GradientBackend {
     /// The fused kernel when the model has the Lux form, autodiff otherwise.

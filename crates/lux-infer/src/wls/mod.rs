@@ -2,8 +2,8 @@
 //!
 //! Each cycle visits the blocks of [`lux_dsl::Structure`] in order: the latents, then
 //! each output's mean parameters, then each intrinsic scatter. A block the graph
-//! proves linear-Gaussian is solved exactly (one small Cholesky solve per object or per
-//! output element); any other block is moved by a few Adam steps. After the exact
+//! proves linear-Gaussian is solved exactly, with one small Cholesky solve per object or
+//! per output element. Any other block is moved by a few Adam steps. After the exact
 //! solves, a rebalancing step along the latent-space symmetry (see [`symmetry`]) takes
 //! the fit straight to the bottom of the valley that alternation alone crawls along.
 
@@ -60,7 +60,7 @@ pub struct BlockWls {
     pub sub_steps: usize,
     /// Learning rate of those steps (1e-2).
     pub sub_learning_rate: f64,
-    /// How gradients are computed for those blocks and for the final check.
+    /// Gradient method for those blocks and for the final check.
     pub backend: GradientBackend,
 }
 
@@ -265,7 +265,7 @@ impl BlockWls {
     }
 }
 
-/// The latents and every global parameter, end to end.
+/// Copies the latents and every global parameter into one vector, end to end.
 fn flatten(params: &Params) -> Vec<f64> {
     let mut out: Vec<f64> = params.latents().iter().copied().collect();
     for (_, value) in params.globals() {
@@ -274,7 +274,7 @@ fn flatten(params: &Params) -> Vec<f64> {
     out
 }
 
-/// The inverse of [`flatten`].
+/// Copies a vector made by [`flatten`] back into `params`.
 fn unflatten(flat: &[f64], params: &mut Params) {
     let n = params.latents().len();
     params
@@ -295,7 +295,7 @@ fn unflatten(flat: &[f64], params: &mut Params) {
     }
 }
 
-/// The SQUAREM point `x0 − 2α r + α² v` with `r = x1 − x0`, `v = x2 − 2 x1 + x0` and
+/// Computes the SQUAREM point `x0 − 2α r + α² v` with `r = x1 − x0`, `v = x2 − 2 x1 + x0` and
 /// `α = −‖r‖/‖v‖` (capped at −1, where it equals x2). `None` when there is no
 /// extrapolation to make.
 fn squarem_point(x0: &[f64], x1: &[f64], x2: &[f64]) -> Option<Vec<f64>> {
@@ -443,9 +443,9 @@ impl Engine for BlockWls {
             Ok(())
         };
 
-        // Each pass is two plain cycles; with acceleration a third cycle starts from the
-        // SQUAREM extrapolation of the first two (Varadhan & Roland 2008, scheme S3),
-        // and falls back to the plain result when that would raise the loss.
+        // With acceleration each pass is two plain cycles and a third one that starts from
+        // the SQUAREM extrapolation of the first two (Varadhan & Roland 2008, scheme S3).
+        // The third falls back to the plain result when it would raise the loss.
         'cycles: while history.len() < self.max_cycles {
             let mut states = Vec::new();
             if accelerate {

@@ -11,9 +11,9 @@ use lux_dsl::{Dataset, Model, Params};
 use ndarray::Array2;
 use rayon::prelude::*;
 
-/// Inverse variances of output `observe` with its intrinsic scatter added in
-/// quadrature, `w = 1/(σ² + s²)` (0 where missing); borrowed from the data when the
-/// output has no scatter. `None` for an output absent from the data.
+/// Computes the weights of output `observe`, its intrinsic scatter added in quadrature:
+/// `w = 1/(σ² + s²)`, 0 where missing. Without scatter they are the data's inverse
+/// variances, borrowed. `None` for an output absent from the data.
 pub(crate) fn output_weights<'a>(
     model: &Model,
     params: &Params,
@@ -57,12 +57,12 @@ pub(crate) fn packed_outer(rows: &[f64], d: usize, out: &mut [f64]) {
     }
 }
 
-/// A row-major n×m matrix as a faer view.
+/// Views a row-major n×m matrix as a faer matrix.
 pub(crate) fn view(data: &[f64], n: usize, m: usize) -> MatRef<'_, f64> {
     MatRef::from_row_major_slice(data, n, m)
 }
 
-/// A row-major n×m matrix as a mutable faer view.
+/// Views a row-major n×m matrix as a mutable faer matrix.
 pub(crate) fn view_mut(data: &mut [f64], n: usize, m: usize) -> MatMut<'_, f64> {
     MatMut::from_row_major_slice_mut(data, n, m)
 }
@@ -72,7 +72,7 @@ pub(crate) fn gemm_add(dst: MatMut<'_, f64>, lhs: MatRef<'_, f64>, rhs: MatRef<'
     faer::linalg::matmul::matmul(dst, faer::Accum::Add, lhs, rhs, 1.0, par);
 }
 
-/// Solves one d×d system per row: row i of `packed` holds the upper triangle of the
+/// Solves one d×d system per row: row i of `packed` contains the upper triangle of the
 /// normal matrix without its ridge, row i of `rhs` the right-hand side (overwritten by
 /// the solution). `ridge[j]` and `ridge_rhs[j]` (prior precision and precision × mean)
 /// are added to every system. Returns the first row whose matrix is not positive

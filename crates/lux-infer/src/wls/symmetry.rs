@@ -9,9 +9,9 @@
 //! G = S^{-1/2} (S^{1/2} T S^{1/2})^{1/2} S^{-1/2},   M = G^{1/2}.
 //! ```
 //!
-//! Alternating exact solves move along this nearly flat valley only slowly; one such
-//! step lands at the valley's lowest point for the current fit, and never raises the
-//! loss (the data term is unchanged and the prior term is minimized over M).
+//! Alternating exact solves move along this nearly flat valley only slowly. One such
+//! step lands at the valley's lowest point for the current fit. It never raises the
+//! loss, because the data term is unchanged and the prior term is minimized over M.
 
 use faer::{Mat, Side};
 use lux_dsl::{LatentSymmetry, Model, Params};
@@ -95,7 +95,8 @@ mod tests {
     fn power_of_diagonal() {
         let x = Mat::<f64>::from_fn(2, 2, |i, j| if i == j { [4.0, 9.0][i] } else { 0.0 });
         let h = sym_power(&x, 0.5).unwrap();
-        assert!((h[(0, 0)] - 2.0).abs() < 1e-14 && (h[(1, 1)] - 3.0).abs() < 1e-14);
+        assert!((h[(0, 0)] - 2.0).abs() < 1e-14);
+        assert!((h[(1, 1)] - 3.0).abs() < 1e-14);
         assert!(h[(0, 1)].abs() < 1e-14);
         let singular = Mat::<f64>::zeros(2, 2);
         assert!(sym_power(&singular, 0.5).is_none());
