@@ -67,7 +67,7 @@ impl ParamNode {
         self.shape.iter().product()
     }
 
-    /// Whether the parameter has no elements (never true in a built model).
+    /// Returns whether the parameter has no elements (never true in a built model).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -80,7 +80,7 @@ pub enum Expr {
     Latent(LatentId),
     /// Elements `start..end` of the input.
     Slice { input: ExprId, start: usize, end: usize },
-    /// The inputs stacked end to end.
+    /// Stacks the inputs end to end.
     Concat(Vec<ExprId>),
     /// Every monomial of the input's elements of total degree ≤ `degree`, the constant 1
     /// first, then graded lexicographic order: for `[a, b]` and degree 2,
@@ -144,37 +144,37 @@ impl Model {
         self.latent_size
     }
 
-    /// The parameter node behind `id`.
+    /// Returns the parameter node behind `id`.
     pub fn param(&self, id: ParamId) -> &ParamNode {
         &self.params[id.0]
     }
 
-    /// The expression behind `id` and its size.
+    /// Returns the expression behind `id`.
     pub fn expr(&self, id: ExprId) -> &Expr {
         &self.exprs[id.0].0
     }
 
-    /// The per-object size of expression `id`.
+    /// Returns the per-object size of expression `id`.
     pub fn expr_size(&self, id: ExprId) -> usize {
         self.exprs[id.0].1
     }
 
-    /// The parameter called `name`.
+    /// Finds the parameter called `name`.
     pub fn param_id(&self, name: &str) -> Option<ParamId> {
         self.params.iter().position(|p| p.name == name).map(ParamId)
     }
 
-    /// The latent variable called `name`.
+    /// Finds the latent variable called `name`.
     pub fn latent_id(&self, name: &str) -> Option<LatentId> {
         self.latents.iter().position(|l| l.name == name).map(LatentId)
     }
 
-    /// The observed output called `name`.
+    /// Finds the observed output called `name`.
     pub fn observe(&self, name: &str) -> Option<&ObserveNode> {
         self.observes.iter().find(|o| o.name == name)
     }
 
-    /// Whether expression `id` depends on the latents.
+    /// Returns whether expression `id` depends on the latents.
     pub fn depends_on_latents(&self, id: ExprId) -> bool {
         match self.expr(id) {
             Expr::Latent(_) => true,
@@ -315,7 +315,7 @@ impl ModelBuilder {
         Ok(self.push(Expr::Slice { input, start, end }, end - start))
     }
 
-    /// The inputs stacked end to end.
+    /// Stacks the inputs end to end.
     pub fn concat(&mut self, inputs: &[ExprId]) -> Result<ExprId, GraphError> {
         if inputs.is_empty() {
             return Err(GraphError::InvalidExpression {
@@ -468,7 +468,7 @@ impl Model {
         }
     }
 
-    /// A readable form of expression `id`, such as `A * z[0..4] + b`.
+    /// Writes expression `id` in readable form, such as `A * z[0..4] + b`.
     pub fn describe(&self, id: ExprId) -> String {
         describe_expr(&self.exprs, &self.latents, &self.params, id)
     }
@@ -520,7 +520,8 @@ mod tests {
         let a = b.param("A", &[2, 7], Prior::standard_normal()).unwrap();
         let err = b.linear(a, z).unwrap_err();
         let message = err.to_string();
-        assert!(message.contains('7') && message.contains('8'), "{message}");
+        assert!(message.contains('7'), "{message}");
+        assert!(message.contains('8'), "{message}");
         assert!(message.contains("A * z"), "{message}");
     }
 

@@ -23,9 +23,9 @@ pub struct LinearSimulation {
 /// Simulates the tutorial's linear set: `label = A z` and `flux = B z` observed with
 /// errors drawn uniformly from [0.01, 0.1].
 ///
-/// `A` (L×K) selects the first L latents (`A[i, i] = 1`); `B` (P×K) is Normal(0, 0.1)
-/// noise plus two Gaussian absorption-like lines: `4·exp(−½((i − P/2)/5)²)` on latent 0
-/// and `2·exp(−½((i − P/4)/3)²)` on latent 1. Latents are Normal(0, 1).
+/// `A` (L×K) selects the first L latents (`A[i, i] = 1`). `B` (P×K) is Normal(0, 0.1)
+/// noise plus two Gaussian lines, `4·exp(−½((i − P/2)/5)²)` on latent 0 and
+/// `2·exp(−½((i − P/4)/3)²)` on latent 1. Latents are Normal(0, 1).
 pub fn linear_tutorial(
     n_objects: usize,
     n_latents: usize,
@@ -33,7 +33,8 @@ pub fn linear_tutorial(
     n_pixels: usize,
     seed: u64,
 ) -> Result<LinearSimulation, DataError> {
-    assert!(n_latents >= 2 && n_labels <= n_latents, "need K ≥ 2 latents and L ≤ K labels");
+    assert!(n_latents >= 2, "need K ≥ 2 latents, got {n_latents}");
+    assert!(n_labels <= n_latents, "need L ≤ K labels, got L = {n_labels} and K = {n_latents}");
     let mut rng = StdRng::seed_from_u64(seed);
 
     let mut label_matrix = Array2::zeros((n_labels, n_latents));

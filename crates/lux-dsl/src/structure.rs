@@ -12,7 +12,7 @@ use crate::graph::{Expr, ExprId, LatentId, Model, ParamId};
 use crate::params::Params;
 use crate::prior::Prior;
 
-/// What a block holds.
+/// Contents of a block.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlockKind {
     /// Every latent of every object (one small problem per object).
@@ -34,7 +34,7 @@ pub struct Block {
     pub params: Vec<ParamId>,
     /// Whether the conditional problem is linear-Gaussian.
     pub closed_form: bool,
-    /// Why the block is or is not closed form, in plain words.
+    /// Reason the block is or is not closed form, in plain words.
     pub reason: String,
 }
 
@@ -81,7 +81,7 @@ pub struct Structure {
 }
 
 impl Structure {
-    /// The block holding the latents.
+    /// Returns the block of the latents.
     pub fn latent_block(&self) -> &Block {
         self.blocks
             .iter()
@@ -329,7 +329,7 @@ impl Model {
         })
     }
 
-    /// The design matrix `J` (size×K) and offset `c` of an expression that is affine in
+    /// Computes the design matrix `J` (size×K) and offset `c` of an expression that is affine in
     /// the latents: `value = J z + c` for every object. `None` when it is not affine.
     pub fn latent_design(&self, params: &Params, id: ExprId) -> Option<(Array2<f64>, Array1<f64>)> {
         let size = self.expr_size(id);
@@ -487,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_matrix_in_two_branches_is_not_closed_form() {
+    fn matrix_shared_by_branches_not_closed_form() {
         let mut b = Model::builder();
         let z = b.latent("z", 2, Prior::standard_normal()).unwrap();
         let a = b.param("A", &[3, 2], Prior::standard_normal()).unwrap();
