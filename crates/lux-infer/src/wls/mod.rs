@@ -60,6 +60,9 @@ pub struct BlockWls {
     pub sub_steps: usize,
     /// Learning rate of those steps (1e-2).
     pub sub_learning_rate: f64,
+    /// Steps per cycle and learning rate for named blocks, overriding `sub_steps` and
+    /// `sub_learning_rate` (see [`BlockWls::sub_engine`]).
+    pub sub_engine_overrides: Vec<(String, usize, f64)>,
     /// Gradient method for those blocks and for the final check.
     pub backend: GradientBackend,
 }
@@ -76,6 +79,7 @@ impl Default for BlockWls {
             blocks: None,
             sub_steps: 50,
             sub_learning_rate: 1e-2,
+            sub_engine_overrides: Vec::new(),
             backend: GradientBackend::Auto,
         }
     }
@@ -86,7 +90,11 @@ enum Runner<'a> {
     Fixed,
     Latents,
     Layers { observe: usize, layers: Vec<lux_dsl::LinearLayer> },
-    Gradient { objective: Objective<'a>, state: AdamState },
+    Gradient {
+        objective: Objective<'a>,
+        state: AdamState,
+        settings: Adam,
+    },
 }
 
 impl BlockWls {
@@ -96,6 +104,27 @@ impl BlockWls {
             max_cycles,
             tol,
             ..Self::default()
+        }
+    }
+
+    /// Sets the Adam steps per cycle and the learning rate of one block that is not
+    /// closed form, such as `flux:scatter`.
+    pub fn sub_engine(mut self, block: &str, steps: usize, learning_rate: f64) -> Self {
+        self.sub_engine_overrides.retain(|(name, _, _)| name != block);
+        self.sub_engine_overrides.push((block.to_string(), steps, learning_rate));
+        self
+    }
+
+    /// Adam settings of the gradient sub-engine for `block`.
+    fn sub_settings(&self, block: &str) -> Adam {
+        let (steps, learning_rate) = self
+            .sub_engine_overrides
+            .iter()
+            .find(|(name, _, _)| name == block)
+            .map_or((self.sub_steps, self.sub_learning_rate), |&(_, steps, rate)| (steps, rate));
+        Adam {
+            backend: self.backend,
+            ..Adam::new(learning_rate, steps)
         }
     }
 
@@ -203,17 +232,22 @@ impl BlockWls {
                     let state = AdamState::new(model, &sub_free, params);
                     let objective = Objective::new(model, data, sub_free, self.backend);
                     let reason = if block.closed_form {
-                        format!("{}; but part of it is fixed, so it is stepped by Adam", block.reason)
+                        format!("{}, but part of it is fixed, so Adam steps the rest", block.reason)
                     } else {
                         block.reason.clone()
                     };
-                    runners.push(Runner::Gradient { objective, state });
+                    let settings = self.sub_settings(&block.name);
                     reports.push(BlockReport {
                         name: block.name.clone(),
                         method: BlockMethod::Gradient {
-                            steps_per_cycle: self.sub_steps,
+                            steps_per_cycle: settings.steps,
                         },
                         reason,
+                    });
+                    runners.push(Runner::Gradient {
+                        objective,
+                        state,
+                        settings,
                     });
                 }
             }
@@ -399,7 +433,6 @@ impl Engine for BlockWls {
                     .all(|b| b.method != BlockMethod::Fixed || !b.name.ends_with(":mean"))
         });
 
-        let sub_engine = Adam::new(self.sub_learning_rate, self.sub_steps);
         let par = Par::Seq;
         let objective = Objective::new(model, data, free.clone(), self.backend);
         let exact_only = runners.iter().all(|r| !matches!(r, Runner::Gradient { .. }));
@@ -416,9 +449,11 @@ impl Engine for BlockWls {
                             layer::solve_layer(model, params, data, *observe, layer, &w, &report.name, par)?;
                         }
                     }
-                    Runner::Gradient { objective, state } => {
-                        state.run(&sub_engine, objective, params, self.sub_steps, None)?;
-                    }
+                    Runner::Gradient {
+                        objective,
+                        state,
+                        settings,
+                    } => state.run(settings, objective, params, settings.steps, None)?,
                 }
             }
             if let Some(sym) = symmetry {
