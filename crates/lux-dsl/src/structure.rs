@@ -487,6 +487,24 @@ mod tests {
     }
 
     #[test]
+    fn slice_feeding_linear_is_closed_form() {
+        let mut b = Model::builder();
+        let z = b.latent("z", 4, Prior::standard_normal()).unwrap();
+        let head = b.slice(z, 0, 2).unwrap();
+        let a = b.param("A", &[2, 2], Prior::standard_normal()).unwrap();
+        let m = b.param("B", &[6, 4], Prior::standard_normal()).unwrap();
+        let label = b.linear(a, head).unwrap();
+        let flux = b.linear(m, z).unwrap();
+        b.observe("label", label, None).unwrap();
+        b.observe("flux", flux, None).unwrap();
+        let st = b.build().unwrap().structure();
+        assert!(block(&st, "latents").closed_form);
+        assert!(block(&st, "label:mean").closed_form);
+        assert!(block(&st, "flux:mean").closed_form);
+        assert!(st.symmetry.is_none(), "a slice breaks the full rotation symmetry");
+    }
+
+    #[test]
     fn matrix_shared_by_branches_not_closed_form() {
         let mut b = Model::builder();
         let z = b.latent("z", 2, Prior::standard_normal()).unwrap();
