@@ -24,7 +24,8 @@ impl OutputData {
     /// Builds an output from values and 1-sigma errors of the same shape.
     ///
     /// An element is missing when its value is not finite or its error is not finite
-    /// and positive.
+    /// and positive. An error below about 1e-154, whose 1/σ² overflows, is missing too,
+    /// as an infinite inverse variance is in [`OutputData::from_ivar`].
     pub fn from_errors(
         name: &str,
         values: Array2<f64>,
@@ -32,13 +33,14 @@ impl OutputData {
     ) -> Result<Self, DataError> {
         check_same_shape(name, "errors", &values, errors)?;
         let ivar = errors.mapv(|e| {
-            if e.is_finite() && e > 0.0 {
-                1.0 / (e * e)
+            let w = 1.0 / (e * e);
+            if e.is_finite() && e > 0.0 && w.is_finite() && w > 0.0 {
+                w
             } else {
                 0.0
             }
         });
-        Ok(Self::cleaned(values, ivar))
+        Self::cleaned(name, values, ivar)
     }
 
     /// Builds an output from values and inverse variances (1/σ², 0 meaning missing).
@@ -52,10 +54,12 @@ impl OutputData {
     ) -> Result<Self, DataError> {
         check_same_shape(name, "inverse variances", &values, ivar)?;
         let ivar = ivar.mapv(|w| if w.is_finite() && w > 0.0 { w } else { 0.0 });
-        Ok(Self::cleaned(values, ivar))
+        Self::cleaned(name, values, ivar)
     }
 
-    fn cleaned(mut values: Array2<f64>, mut ivar: Array2<f64>) -> Self {
+    /// Zeroes the missing elements and rejects an observed element whose squared
+    /// standardized value `y² w` overflows: its loss term could never be finite.
+    fn cleaned(name: &str, mut values: Array2<f64>, mut ivar: Array2<f64>) -> Result<Self, DataError> {
         ndarray::Zip::from(&mut values)
             .and(&mut ivar)
             .for_each(|v, w| {
@@ -64,10 +68,23 @@ impl OutputData {
                     *w = 0.0;
                 }
             });
-        Self::summarized(
+        let overflow = ndarray::Zip::indexed(&values)
+            .and(&ivar)
+            .fold(None, |found, (n, p), &v, &w| {
+                found.or_else(|| (!(v * v * w).is_finite()).then_some((n, p, v, w)))
+            });
+        if let Some((n, p, value, ivar)) = overflow {
+            return Err(DataError::ExtremeValue {
+                output: name.to_string(),
+                element: [n, p],
+                value,
+                ivar,
+            });
+        }
+        Ok(Self::summarized(
             values.as_standard_layout().into_owned(),
             ivar.as_standard_layout().into_owned(),
-        )
+        ))
     }
 
     fn summarized(values: Array2<f64>, ivar: Array2<f64>) -> Self {

@@ -71,6 +71,16 @@ pub enum DataError {
         expected: usize,
     },
 
+    #[error(
+        "output `{output}`: element {element:?} has value {value:e} with inverse variance {ivar:e}, so its squared residual overflows; rescale the output before building the data set, or mask the element"
+    )]
+    ExtremeValue {
+        output: String,
+        element: [usize; 2],
+        value: f64,
+        ivar: f64,
+    },
+
     #[error("output `{name}` is not in the data set (it has: {available})")]
     MissingOutput { name: String, available: String },
 
@@ -117,11 +127,32 @@ pub enum DataError {
         first: usize,
     },
 
-    #[error("non-finite value {value} in parameter `{name}` at flat index {index}")]
+    #[error(
+        "`{name}` has the non-finite value {value} at element {element:?}; parameters and latents must be finite (replace it, or refit if a fit produced it)"
+    )]
     NonFiniteParameter {
         name: String,
+        /// Row-major position of the element.
         index: usize,
+        /// The element's multi-index.
+        element: Vec<usize>,
         value: f64,
+    },
+
+    #[error(
+        "`{name}` has the value {value} at element {element:?}, outside the support of its HalfNormal prior; start it at a value ≥ 0"
+    )]
+    NegativeParameter {
+        name: String,
+        element: Vec<usize>,
+        value: f64,
+    },
+
+    #[error("the latents have shape {found:?}, expected {expected:?}; {hint}")]
+    LatentShape {
+        found: Vec<usize>,
+        expected: Vec<usize>,
+        hint: String,
     },
 
     #[error(

@@ -169,10 +169,13 @@ impl Model {
             });
         }
         if params.n_objects() != data.n_objects() {
-            return Err(DataError::ObjectCount {
-                output: "latents".to_string(),
-                found: params.n_objects(),
-                expected: data.n_objects(),
+            return Err(DataError::LatentShape {
+                found: params.latents().shape().to_vec(),
+                expected: vec![data.n_objects(), self.latent_size()],
+                hint: format!(
+                    "the data set has {} objects and the latents need one row per object",
+                    data.n_objects()
+                ),
             });
         }
         let mut any = false;
@@ -185,7 +188,7 @@ impl Model {
                         what: "values",
                         found: out.values().shape().to_vec(),
                         expected: vec![out.n_objects(), obs.size],
-                        hint: "the model was built with a different size for this output",
+                        hint: "the model was built with a different size for this output; build the model with the data's size, or select the columns it was built for",
                     });
                 }
             }

@@ -1,6 +1,6 @@
 //! Parameter values: the N×K latent matrix and every global parameter by name.
 
-use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, Ix1, Ix2, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Dimension, Ix1, Ix2, IxDyn};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -129,18 +129,18 @@ impl Model {
         params
     }
 
-    /// Checks that `params` holds every global parameter with its declared shape, the
-    /// latents have K columns, and every value is finite (a scatter also non-negative).
+    /// Checks that `params` contains every global parameter with its declared shape,
+    /// the latents have K columns, and every value is finite. A negative value under a
+    /// HalfNormal prior passes (its loss is +∞), but the engines reject it as a start.
     pub fn check_params(&self, params: &Params) -> Result<(), DataError> {
         if params.latents.ncols() != self.latent_size() {
-            return Err(DataError::ParamShape {
-                name: "latents".to_string(),
+            return Err(DataError::LatentShape {
                 found: params.latents.shape().to_vec(),
                 expected: vec![params.latents.nrows(), self.latent_size()],
                 hint: format!("the model has latent size K = {}", self.latent_size()),
             });
         }
-        check_finite("latents", params.latents.iter().copied())?;
+        check_finite("latents", params.latents.view().into_dyn())?;
         for node in &self.params {
             let value = params.require(&node.name)?;
             if value.shape() != node.shape.as_slice() {
@@ -151,23 +151,22 @@ impl Model {
                     hint: "check the latent size and the output sizes the model was built with".to_string(),
                 });
             }
-            check_finite(&node.name, value.iter().copied())?;
+            check_finite(&node.name, value.view())?;
         }
         Ok(())
     }
 }
 
-fn check_finite(name: &str, values: impl Iterator<Item = f64>) -> Result<(), DataError> {
-    for (index, value) in values.enumerate() {
-        if !value.is_finite() {
-            return Err(DataError::NonFiniteParameter {
-                name: name.to_string(),
-                index,
-                value,
-            });
-        }
+fn check_finite(name: &str, values: ArrayViewD<f64>) -> Result<(), DataError> {
+    match values.indexed_iter().enumerate().find(|(_, (_, x))| !x.is_finite()) {
+        Some((index, (element, &value))) => Err(DataError::NonFiniteParameter {
+            name: name.to_string(),
+            index,
+            element: element.slice().to_vec(),
+            value,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn draw(prior: &Prior, rng: &mut impl Rng) -> f64 {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use lux_dsl::{Dataset, Model, Params};
 
-use crate::engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, Free};
+use crate::engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, Free, check_coverage};
 use crate::error::FitError;
 use crate::gradient::{Gradient, GradientBackend, Objective};
 
@@ -72,6 +72,13 @@ impl Adam {
                 reason: "give a finite learning rate > 0",
             });
         }
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return Err(FitError::InvalidSetting {
+                setting: "epsilon",
+                value: self.epsilon.to_string(),
+                reason: "give a finite epsilon > 0; without it a zero gradient element divides 0 by 0",
+            });
+        }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return Err(FitError::InvalidSetting {
                 setting: "beta1/beta2",
@@ -93,13 +100,22 @@ impl Engine for Adam {
         self.validate()?;
         let mut params = options.start(model, data, self.init_spread)?;
         let free = options.free(model)?;
+        check_coverage(model, data, &free)?;
         let objective = Objective::new(model, data, free, self.backend);
         let mut state = AdamState::new(model, objective.free(), &params);
 
         let mut history = Vec::with_capacity(self.steps);
         state.run(self, &objective, &mut params, self.steps, Some(&mut history))?;
 
+        // The loop checks the loss before each step; the last step is checked here.
         let end = objective.loss_grad(&params)?;
+        if !end.loss.is_finite() {
+            return Err(FitError::NonFiniteLoss {
+                engine: self.name(),
+                iteration: self.steps,
+                value: end.loss,
+            });
+        }
         let max_abs_grad = objective.max_abs_grad(&end);
         Ok(Fit {
             engine: self.name(),

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use lux_dsl::{Dataset, Model, Params};
-use ndarray::{Array2, ArrayD};
+use lux_dsl::{DataError, Dataset, Model, Params, Prior};
+use ndarray::{Array2, ArrayD, Dimension};
 
 use crate::error::FitError;
 
@@ -93,7 +93,9 @@ impl FitOptions {
     }
 
     /// The starting point: `init`, or a draw from the priors with `seed`, pulled toward
-    /// the priors' centers by `spread` (see [`Model::sample_params_spread`]).
+    /// the priors' centers by `spread` (see [`Model::sample_params_spread`]). Checks its
+    /// shapes against the model and the data, and that it is finite and inside the
+    /// support of every prior.
     pub(crate) fn start(&self, model: &Model, data: &Dataset, spread: f64) -> Result<Params, FitError> {
         let params = match &self.init {
             Some(init) => init.clone(),
@@ -101,7 +103,43 @@ impl FitOptions {
         };
         model.check_params(&params)?;
         model.check_data(&params, data)?;
+        for node in model.params().iter().filter(|node| node.prior.is_positive()) {
+            let value = params.require(&node.name)?;
+            if let Some((element, &value)) = value.indexed_iter().find(|(_, x)| **x < 0.0) {
+                return Err(DataError::NegativeParameter {
+                    name: node.name.clone(),
+                    element: element.slice().to_vec(),
+                    value,
+                }
+                .into());
+            }
+        }
         Ok(params)
+    }
+}
+
+/// Checks that every object whose latents are free is constrained by data or by a
+/// proper prior: an object without any observed element and a latent with a flat
+/// prior is an error naming the first such row.
+pub(crate) fn check_coverage(model: &Model, data: &Dataset, free: &Free) -> Result<(), FitError> {
+    let Some(flat) = model.latents().iter().find(|l| matches!(l.prior, Prior::Flat)) else {
+        return Ok(());
+    };
+    if !free.latents {
+        return Ok(());
+    }
+    let outputs: Vec<_> = model.observes().iter().filter_map(|o| data.output(&o.name)).collect();
+    let empty: Vec<usize> = (0..data.n_objects())
+        .filter(|&n| outputs.iter().all(|out| !out.row_observed(n)))
+        .collect();
+    match empty.first() {
+        Some(&first) => Err(DataError::UnconstrainedObjects {
+            latent: flat.name.clone(),
+            count: empty.len(),
+            first,
+        }
+        .into()),
+        None => Ok(()),
     }
 }
 
@@ -120,8 +158,15 @@ impl Free {
     }
 
     /// The loss over the free parameters: data term plus the priors of what is free.
+    ///
+    /// Non-finite parameters give a NaN loss rather than an error: inside a fit they
+    /// come from the fit's own arithmetic, and the engine reports a non-finite loss.
     pub fn loss(&self, model: &Model, params: &Params, data: &Dataset) -> Result<f64, FitError> {
-        let terms = model.loss_terms(params, data)?;
+        let terms = match model.loss_terms(params, data) {
+            Ok(terms) => terms,
+            Err(DataError::NonFiniteParameter { .. }) => return Ok(f64::NAN),
+            Err(err) => return Err(err.into()),
+        };
         Ok(terms.total_free(!self.latents, |name| self.is_fixed(model, name)))
     }
 }

@@ -11,7 +11,7 @@ pub enum FitError {
     Data(#[from] DataError),
 
     #[error(
-        "the normal equations of block `{block}` are singular at {what} {index}: give its parameters a Normal prior, or drop that {what} if it has no data"
+        "the normal equations of block `{block}` are singular at {what} {index}: if that {what} has too little data, drop it or give the block a Normal prior; otherwise look for extreme values in the data (sentinels such as 1e30) and mask them"
     )]
     Singular {
         block: String,
@@ -28,10 +28,10 @@ pub enum FitError {
         value: f64,
     },
 
-    #[error("unknown block `{name}`; the model has: {available}")]
+    #[error("unknown block `{name}`; name one of the model's blocks: {available}")]
     UnknownBlock { name: String, available: String },
 
-    #[error("unknown parameter `{name}` in the fixed set; the model has: {available}")]
+    #[error("unknown parameter `{name}` in the fixed set; name one of the model's parameters: {available}")]
     UnknownParameter { name: String, available: String },
 
     #[error("invalid setting {setting} = {value}: {reason}")]
