@@ -218,8 +218,10 @@ impl AdamState {
                     .as_slice_mut()
                     .expect("standard layout"),
             };
-            for (d, &u) in dst.iter_mut().zip(src) {
-                *d = if seg.positive { u.exp() } else { u };
+            if seg.positive {
+                dst.iter_mut().zip(src).for_each(|(d, &u)| *d = u.exp());
+            } else {
+                dst.copy_from_slice(src);
             }
         }
     }

@@ -66,15 +66,17 @@ impl<'a> Objective<'a> {
         }
     }
 
-    /// Largest absolute gradient element over the free parameters.
+    /// Largest absolute gradient element over the free parameters; NaN if any element
+    /// is NaN, so that a NaN gradient never passes a tolerance test.
     pub(crate) fn max_abs_grad(&self, grad: &Gradient) -> f64 {
+        let fold = |m: f64, g: &f64| if g.is_nan() || m.is_nan() { f64::NAN } else { m.max(g.abs()) };
         let mut max = 0.0f64;
         if self.free.latents {
-            max = grad.latents.iter().fold(max, |m, g| m.max(g.abs()));
+            max = grad.latents.iter().fold(max, fold);
         }
         for (index, g) in grad.params.iter().enumerate() {
             if self.free.params[index] {
-                max = g.iter().fold(max, |m, g| m.max(g.abs()));
+                max = g.iter().fold(max, fold);
             }
         }
         max

@@ -63,6 +63,14 @@ pub(crate) fn solve_latents(model: &Model, params: &mut Params, data: &Dataset, 
         what: "object",
         index,
     })?;
+    // A factorization can pass with a normal matrix so large that the solution overflows.
+    if let Some(position) = rhs.iter().position(|x| !x.is_finite()) {
+        return Err(FitError::Singular {
+            block: "latents".to_string(),
+            what: "object",
+            index: position / k,
+        });
+    }
     params
         .latents_mut()
         .as_slice_mut()

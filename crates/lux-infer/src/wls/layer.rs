@@ -85,8 +85,15 @@ pub(crate) fn solve_layer(
     solve_packed(&normal, &mut rhs, d, &ridge, &ridge_rhs).map_err(|index| FitError::Singular {
         block: block.to_string(),
         what: "output element",
-        index,
+        index: layer.rows.start + index,
     })?;
+    if let Some(position) = rhs.iter().position(|x| !x.is_finite()) {
+        return Err(FitError::Singular {
+            block: block.to_string(),
+            what: "output element",
+            index: layer.rows.start + position / d,
+        });
+    }
 
     if let Some(a) = layer.matrix {
         let target = params

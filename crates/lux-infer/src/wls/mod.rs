@@ -149,6 +149,35 @@ impl BlockWls {
                 reason: "give a finite tolerance ≥ 0",
             });
         }
+        let sub_engines = std::iter::once(("sub_learning_rate", self.sub_steps, self.sub_learning_rate)).chain(
+            self.sub_engine_overrides
+                .iter()
+                .map(|(_, steps, rate)| ("sub_engine learning rate", *steps, *rate)),
+        );
+        for (setting, steps, rate) in sub_engines {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(FitError::InvalidSetting {
+                    setting,
+                    value: rate.to_string(),
+                    reason: "give a finite learning rate > 0",
+                });
+            }
+            if steps == 0 {
+                return Err(FitError::InvalidSetting {
+                    setting: "sub_steps",
+                    value: "0".to_string(),
+                    reason: "a block that is not closed form needs at least one Adam step per cycle",
+                });
+            }
+        }
+        for (name, _, _) in &self.sub_engine_overrides {
+            if !structure.blocks.iter().any(|b| &b.name == name) {
+                return Err(FitError::UnknownBlock {
+                    name: name.clone(),
+                    available: structure.blocks.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
         if let Some(names) = &self.blocks {
             for name in names {
                 if !structure.blocks.iter().any(|b| &b.name == name) {
@@ -361,35 +390,6 @@ fn squarem_point(x0: &[f64], x1: &[f64], x2: &[f64]) -> Option<Vec<f64>> {
     )
 }
 
-/// Checks that every object with free latents is constrained by data or by a proper
-/// prior, and returns the count of objects without data.
-fn check_coverage(model: &Model, data: &Dataset, free: &Free) -> Result<(), FitError> {
-    if !free.latents {
-        return Ok(());
-    }
-    let empty: Vec<usize> = (0..data.n_objects())
-        .filter(|&n| {
-            model
-                .observes()
-                .iter()
-                .filter_map(|o| data.output(&o.name))
-                .all(|out| !out.row_observed(n))
-        })
-        .collect();
-    if let (Some(&first), Some(flat)) = (
-        empty.first(),
-        model.latents().iter().find(|l| matches!(l.prior, lux_dsl::Prior::Flat)),
-    ) {
-        return Err(lux_dsl::DataError::UnconstrainedObjects {
-            latent: flat.name.clone(),
-            count: empty.len(),
-            first,
-        }
-        .into());
-    }
-    Ok(())
-}
-
 impl Engine for BlockWls {
     fn name(&self) -> &'static str {
         "block_wls"
@@ -401,7 +401,7 @@ impl Engine for BlockWls {
         self.validate(&structure)?;
         let mut params = options.start(model, data, 1.0)?;
         let free = options.free(model)?;
-        check_coverage(model, data, &free)?;
+        crate::engine::check_coverage(model, data, &free)?;
 
         let (mut runners, blocks) = self.plan(model, data, &structure, &free, &params);
         let active = runners.iter().filter(|r| !matches!(r, Runner::Fixed)).count();
