@@ -116,7 +116,7 @@ impl Engine for Adam {
                 value: end.loss,
             });
         }
-        let max_abs_grad = objective.max_abs_grad(&end);
+        let max_abs_grad = objective.max_abs_grad(&end, &params);
         Ok(Fit {
             engine: self.name(),
             loss: end.loss,

@@ -176,6 +176,9 @@ impl Free {
 pub enum BlockMethod {
     /// Solved exactly by weighted least squares in every cycle.
     ClosedForm,
+    /// Not linear-Gaussian, but every element is the exact minimizer of its own
+    /// one-dimensional problem (an intrinsic scatter), found by a root search.
+    ElementwiseExact,
     /// Moved by a gradient sub-engine: Adam with this many steps per cycle.
     Gradient { steps_per_cycle: usize },
     /// Held fixed.
@@ -207,7 +210,8 @@ pub struct Fit {
     /// Cycles (block WLS) or steps (Adam) taken.
     pub iterations: usize,
     /// Largest absolute element of the gradient of the loss over the free parameters
-    /// at `params`.
+    /// at `params`; for a HalfNormal-prior parameter x, of the gradient with respect to
+    /// ln x, which also vanishes at an optimum on the boundary x = 0.
     pub max_abs_grad: f64,
     /// Wall-clock time of the fit.
     pub wall_time: Duration,

@@ -66,17 +66,28 @@ impl<'a> Objective<'a> {
         }
     }
 
-    /// Largest absolute gradient element over the free parameters; NaN if any element
-    /// is NaN, so that a NaN gradient never passes a tolerance test.
-    pub(crate) fn max_abs_grad(&self, grad: &Gradient) -> f64 {
-        let fold = |m: f64, g: &f64| if g.is_nan() || m.is_nan() { f64::NAN } else { m.max(g.abs()) };
+    /// Largest absolute gradient element over the free parameters at `params`; NaN if
+    /// any element is NaN, so that a NaN gradient never passes a tolerance test.
+    ///
+    /// For a parameter with a HalfNormal prior the element is `x ∂L/∂x`, the gradient
+    /// with respect to `ln x`. It vanishes at an interior optimum and also at an optimum
+    /// on the boundary x = 0, where ∂L/∂x itself stays positive.
+    pub(crate) fn max_abs_grad(&self, grad: &Gradient, params: &Params) -> f64 {
+        let fold = |m: f64, g: f64| if g.is_nan() || m.is_nan() { f64::NAN } else { m.max(g.abs()) };
         let mut max = 0.0f64;
         if self.free.latents {
-            max = grad.latents.iter().fold(max, fold);
+            max = grad.latents.iter().fold(max, |m, &g| fold(m, g));
         }
         for (index, g) in grad.params.iter().enumerate() {
-            if self.free.params[index] {
-                max = g.iter().fold(max, fold);
+            if !self.free.params[index] {
+                continue;
+            }
+            let node = &self.model.params()[index];
+            if node.prior.is_positive() {
+                let values = params.get(&node.name).expect("checked parameter");
+                max = g.iter().zip(values.iter()).fold(max, |m, (&g, &x)| fold(m, g * x));
+            } else {
+                max = g.iter().fold(max, |m, &g| fold(m, g));
             }
         }
         max

@@ -10,6 +10,7 @@
 mod latents;
 mod layer;
 mod normal;
+mod scatter;
 mod symmetry;
 
 use std::time::Instant;
@@ -90,6 +91,7 @@ enum Runner<'a> {
     Fixed,
     Latents,
     Layers { observe: usize, layers: Vec<lux_dsl::LinearLayer> },
+    Scatter { observe: usize },
     Gradient {
         objective: Objective<'a>,
         state: AdamState,
@@ -239,6 +241,7 @@ impl BlockWls {
             let all_free = block_params.len() == block.params.len();
             let runner = match block.kind {
                 BlockKind::Latents if block.closed_form => Some(Runner::Latents),
+                BlockKind::Scatter { output } if all_free => Some(Runner::Scatter { observe: output }),
                 BlockKind::Mean { output } if block.closed_form && all_free => structure.layers[output]
                     .clone()
                     .map(|layers| Runner::Layers { observe: output, layers }),
@@ -246,11 +249,22 @@ impl BlockWls {
             };
             match runner {
                 Some(runner) => {
+                    let method = match runner {
+                        Runner::Scatter { .. } => BlockMethod::ElementwiseExact,
+                        _ => BlockMethod::ClosedForm,
+                    };
+                    let reason = match runner {
+                        Runner::Scatter { .. } => format!(
+                            "{}. Each element is the exact minimizer of its own one-dimensional problem.",
+                            block.reason
+                        ),
+                        _ => block.reason.clone(),
+                    };
                     runners.push(runner);
                     reports.push(BlockReport {
                         name: block.name.clone(),
-                        method: BlockMethod::ClosedForm,
-                        reason: block.reason.clone(),
+                        method,
+                        reason,
                     });
                 }
                 None => {
@@ -320,7 +334,7 @@ impl BlockWls {
             StoppingRule::Reference => Ok(true),
             StoppingRule::RelativeChange => {
                 let grad = objective.loss_grad(params)?;
-                let small = objective.max_abs_grad(&grad) <= self.grad_tol;
+                let small = objective.max_abs_grad(&grad, params) <= self.grad_tol;
                 *last_grad = Some(grad);
                 Ok(small)
             }
@@ -421,7 +435,7 @@ impl Engine for BlockWls {
             }
         }
         // One exact block and nothing else to alternate with: one solve is the optimum.
-        let single_exact = active == 1 && runners.iter().any(|r| matches!(r, Runner::Latents | Runner::Layers { .. }));
+        let single_exact = active == 1 && runners.iter().any(|r| matches!(r, Runner::Latents | Runner::Layers { .. } | Runner::Scatter { .. }));
 
         let symmetry = structure.symmetry.as_ref().filter(|sym| {
             self.rebalance
@@ -449,6 +463,7 @@ impl Engine for BlockWls {
                             layer::solve_layer(model, params, data, *observe, layer, &w, &report.name, par)?;
                         }
                     }
+                    Runner::Scatter { observe } => scatter::solve_scatter(model, params, data, *observe)?,
                     Runner::Gradient {
                         objective,
                         state,
@@ -526,7 +541,7 @@ impl Engine for BlockWls {
             Some(grad) => grad,
             None => objective.loss_grad(&params)?,
         };
-        let max_abs_grad = objective.max_abs_grad(&end);
+        let max_abs_grad = objective.max_abs_grad(&end, &params);
         Ok(Fit {
             engine: self.name(),
             loss: *history.last().expect("at least one cycle"),
