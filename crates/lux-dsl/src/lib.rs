@@ -24,6 +24,6 @@ pub use graph::{Expr, ExprId, LatentId, LatentNode, Model, ModelBuilder, Observe
 pub use params::Params;
 pub use preprocess::ShiftScale;
 pub use prior::Prior;
-pub use structure::{Block, BlockKind, LatentSymmetry, LinearLayer, Structure};
+pub use structure::{Block, BlockKind, LatentSymmetry, LinearLayer, Structure, SymmetryMap};
 
 pub use ndarray;

@@ -55,15 +55,45 @@ pub struct LinearLayer {
     pub offset: Option<ExprId>,
 }
 
-/// The symmetry `z → M z`, `A_o → A_o M⁻¹` under which the data term is unchanged,
+/// The symmetry `z → M z`, `A_o → A_o M_o⁻¹` under which the data term is unchanged,
 /// present when the graph proves it (see [`Structure::symmetry`]).
+///
+/// Output o reads the latent columns `columns` only, so M must map those columns onto
+/// themselves: `M[i, j] = 0` for i in the columns and j outside. `M_o` is M restricted to
+/// the columns. Without slices every output reads every column and M is any invertible
+/// matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatentSymmetry {
     pub latent: LatentId,
     /// Prior precision of the latents (1/σ²).
     pub latent_precision: f64,
-    /// Each output's matrix and its prior precision.
-    pub matrices: Vec<(ParamId, f64)>,
+    /// Each output's matrix, its prior precision, and the latent columns it reads.
+    pub matrices: Vec<SymmetryMap>,
+}
+
+/// One output's linear map in a [`LatentSymmetry`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SymmetryMap {
+    pub matrix: ParamId,
+    /// Prior precision of the matrix elements (1/σ²).
+    pub precision: f64,
+    /// The latent columns the map reads.
+    pub columns: std::ops::Range<usize>,
+}
+
+impl LatentSymmetry {
+    /// Returns whether every output reads every latent column, so that M is any
+    /// invertible matrix and the rebalancing step has a closed form.
+    pub fn is_full(&self, latent_size: usize) -> bool {
+        self.matrices.iter().all(|m| m.columns == (0..latent_size))
+    }
+
+    /// Returns whether `M[row, column]` may be nonzero.
+    pub fn allows(&self, row: usize, column: usize) -> bool {
+        self.matrices
+            .iter()
+            .all(|m| !(m.columns.contains(&row) && !m.columns.contains(&column)))
+    }
 }
 
 /// The block structure of a model.
@@ -310,17 +340,23 @@ impl Model {
             let Expr::Linear { matrix, input } = self.expr(linear) else {
                 return None;
             };
-            if !matches!(self.expr(*input), Expr::Latent(_)) {
-                return None;
-            }
+            let columns = match self.expr(*input) {
+                Expr::Latent(_) => 0..self.latent_size,
+                Expr::Slice { input, start, end } if matches!(self.expr(*input), Expr::Latent(_)) => *start..*end,
+                _ => return None,
+            };
             let precision = match self.param(*matrix).prior {
                 Prior::Normal { mean, scale } if mean == 0.0 => 1.0 / (scale * scale),
                 _ => return None,
             };
-            if matrices.iter().any(|(m, _)| m == matrix) {
+            if matrices.iter().any(|m: &SymmetryMap| m.matrix == *matrix) {
                 return None;
             }
-            matrices.push((*matrix, precision));
+            matrices.push(SymmetryMap {
+                matrix: *matrix,
+                precision,
+                columns,
+            });
         }
         Some(LatentSymmetry {
             latent: LatentId(0),
@@ -407,7 +443,8 @@ mod tests {
         assert_eq!(s.blocks.len(), 3);
         let sym = s.symmetry.unwrap();
         assert_eq!(sym.matrices.len(), 2);
-        assert_eq!(sym.matrices[1].1, 0.25);
+        assert_eq!(sym.matrices[1].precision, 0.25);
+        assert!(sym.is_full(3));
     }
 
     #[test]
@@ -501,7 +538,10 @@ mod tests {
         assert!(block(&st, "latents").closed_form);
         assert!(block(&st, "label:mean").closed_form);
         assert!(block(&st, "flux:mean").closed_form);
-        assert!(st.symmetry.is_none(), "a slice breaks the full rotation symmetry");
+        let sym = st.symmetry.unwrap();
+        assert!(!sym.is_full(4), "a slice restricts the symmetry");
+        assert!(sym.allows(2, 0), "flux rows may mix in label columns");
+        assert!(!sym.allows(0, 2), "label columns must stay among themselves");
     }
 
     #[test]

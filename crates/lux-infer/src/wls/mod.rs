@@ -441,7 +441,7 @@ impl Engine for BlockWls {
             self.rebalance
                 && free.latents
                 && self.selected("latents")
-                && sym.matrices.iter().all(|&(id, _)| free.params[id.index()])
+                && sym.matrices.iter().all(|map| free.params[map.matrix.index()])
                 && blocks
                     .iter()
                     .all(|b| b.method != BlockMethod::Fixed || !b.name.ends_with(":mean"))

@@ -13,6 +13,7 @@
 //! step lands at the valley's lowest point for the current fit. It never raises the
 //! loss, because the data term is unchanged and the prior term is minimized over M.
 
+use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
 use lux_dsl::{LatentSymmetry, Model, Params};
 use ndarray::{Array2, Ix2};
@@ -21,50 +22,186 @@ use ndarray::{Array2, Ix2};
 /// for the step, which is then skipped.
 const MIN_RELATIVE_EIGENVALUE: f64 = 1e-12;
 
-/// Applies the step in place. Returns false (and changes nothing) when `S` or `T` is
-/// close to singular.
+/// Applies the step in place. Returns false (and changes nothing) when the problem is
+/// too close to singular for a step.
 pub(crate) fn rebalance(model: &Model, params: &mut Params, symmetry: &LatentSymmetry) -> bool {
     let k = model.latent_size();
     let z = params.latents();
     let zt_z = z.t().dot(z);
     let s = Mat::<f64>::from_fn(k, k, |i, j| symmetry.latent_precision * zt_z[[i, j]]);
 
-    let mut t = Mat::<f64>::zeros(k, k);
-    for &(id, precision) in &symmetry.matrices {
-        let a = params
-            .get(&model.param(id).name)
-            .expect("checked parameter")
-            .view()
-            .into_dimensionality::<Ix2>()
-            .expect("matrix");
-        let at_a = a.t().dot(&a);
-        t += Mat::<f64>::from_fn(k, k, |i, j| precision * at_a[[i, j]]);
+    // T_o = λ_o A_oᵀ A_o over the columns output o reads.
+    let t: Vec<Mat<f64>> = symmetry
+        .matrices
+        .iter()
+        .map(|map| {
+            let a = matrix(params, &model.param(map.matrix).name);
+            let at_a = a.t().dot(&a);
+            Mat::<f64>::from_fn(at_a.nrows(), at_a.ncols(), |i, j| map.precision * at_a[[i, j]])
+        })
+        .collect();
+
+    let m = if symmetry.is_full(k) {
+        let mut total = Mat::<f64>::zeros(k, k);
+        for t_o in &t {
+            total += t_o;
+        }
+        closed_form(&s, &total)
+    } else {
+        restricted_optimum(&s, &t, symmetry, k)
+    };
+    let Some(m) = m else { return false };
+
+    // Inverses of each output's block of M, checked before anything is changed.
+    let mut inverses = Vec::with_capacity(symmetry.matrices.len());
+    for map in &symmetry.matrices {
+        let Some(inverse) = block_inverse(&m, &map.columns) else { return false };
+        inverses.push(inverse);
     }
 
-    let Some(s_half) = sym_power(&s, 0.5) else { return false };
-    let Some(s_inv_half) = sym_power(&s, -0.5) else { return false };
-    let inner = &s_half * &t * &s_half;
-    let Some(inner_half) = sym_power(&inner, 0.5) else { return false };
-    let g = &s_inv_half * &inner_half * &s_inv_half;
-    let Some(m) = sym_power(&g, 0.5) else { return false };
-    let Some(m_inv) = sym_power(&g, -0.5) else { return false };
-
-    let m = to_ndarray(&m);
-    let m_inv = to_ndarray(&m_inv);
-    let new_z = params.latents().dot(&m.t());
+    let new_z = params.latents().dot(&to_ndarray(&m).t());
     params.set_latents(new_z);
-    for &(id, _) in &symmetry.matrices {
-        let name = &model.param(id).name;
-        let a = params
-            .get(name)
-            .expect("checked parameter")
-            .view()
-            .into_dimensionality::<Ix2>()
-            .expect("matrix")
-            .dot(&m_inv);
+    for (map, inverse) in symmetry.matrices.iter().zip(&inverses) {
+        let name = &model.param(map.matrix).name;
+        let a = matrix(params, name).dot(&to_ndarray(inverse));
         params.insert(name, a.into_dyn());
     }
     true
+}
+
+fn matrix(params: &Params, name: &str) -> Array2<f64> {
+    params
+        .get(name)
+        .expect("checked parameter")
+        .view()
+        .into_dimensionality::<Ix2>()
+        .expect("matrix")
+        .to_owned()
+}
+
+/// `M = G^{1/2}` with `G = S^{-1/2} (S^{1/2} T S^{1/2})^{1/2} S^{-1/2}`, the optimum when
+/// M may be any invertible matrix.
+fn closed_form(s: &Mat<f64>, t: &Mat<f64>) -> Option<Mat<f64>> {
+    let s_half = sym_power(s, 0.5)?;
+    let s_inv_half = sym_power(s, -0.5)?;
+    let inner = &s_half * t * &s_half;
+    let inner_half = sym_power(&inner, 0.5)?;
+    let g = &s_inv_half * &inner_half * &s_inv_half;
+    sym_power(&g, 0.5)
+}
+
+/// Inverse of M restricted to `columns` (rows and columns), if it is well conditioned.
+fn block_inverse(m: &Mat<f64>, columns: &std::ops::Range<usize>) -> Option<Mat<f64>> {
+    let d = columns.len();
+    let block = Mat::<f64>::from_fn(d, d, |i, j| m[(columns.start + i, columns.start + j)]);
+    let inverse = block.partial_piv_lu().inverse();
+    let finite = (0..d).all(|i| (0..d).all(|j| inverse[(i, j)].is_finite()));
+    finite.then_some(inverse)
+}
+
+/// Prior term `½ tr(M S Mᵀ) + Σ_o ½ tr(M_o⁻ᵀ T_o M_o⁻¹)` and its gradient with respect to
+/// M, restricted to the entries the symmetry allows. `None` where a block is singular.
+fn prior_term(m: &Mat<f64>, s: &Mat<f64>, t: &[Mat<f64>], symmetry: &LatentSymmetry) -> Option<(f64, Mat<f64>)> {
+    let ms = m * s;
+    let mut value = 0.5 * (0..m.nrows()).map(|i| (0..m.ncols()).map(|j| ms[(i, j)] * m[(i, j)]).sum::<f64>()).sum::<f64>();
+    let mut grad = ms;
+
+    for (map, t_o) in symmetry.matrices.iter().zip(t) {
+        let y = block_inverse(m, &map.columns)?;
+        let ty = t_o * &y;
+        let d = map.columns.len();
+        value += 0.5 * (0..d).map(|i| (0..d).map(|j| y[(i, j)] * ty[(i, j)]).sum::<f64>()).sum::<f64>();
+        // d/dX ½ tr(X⁻ᵀ T X⁻¹) = −Yᵀ T Y Yᵀ with Y = X⁻¹.
+        let block_grad = y.transpose() * &ty * y.transpose();
+        for i in 0..d {
+            for j in 0..d {
+                grad[(map.columns.start + i, map.columns.start + j)] -= block_grad[(i, j)];
+            }
+        }
+    }
+    for i in 0..m.nrows() {
+        for j in 0..m.ncols() {
+            if !symmetry.allows(i, j) {
+                grad[(i, j)] = 0.0;
+            }
+        }
+    }
+    value.is_finite().then_some((value, grad))
+}
+
+/// Most BFGS iterations of the restricted problem (at most K² unknowns).
+const MAX_BFGS_ITERATIONS: usize = 200;
+
+/// Minimizes the prior term over the M the symmetry allows, by BFGS from M = I.
+///
+/// No closed form is known once slices forbid some entries of M, but the problem has at
+/// most K² unknowns and every evaluation costs O(K³).
+fn restricted_optimum(s: &Mat<f64>, t: &[Mat<f64>], symmetry: &LatentSymmetry, k: usize) -> Option<Mat<f64>> {
+    let free: Vec<(usize, usize)> = (0..k).flat_map(|i| (0..k).map(move |j| (i, j))).filter(|&(i, j)| symmetry.allows(i, j)).collect();
+    let n = free.len();
+    let to_matrix = |x: &[f64]| {
+        let mut m = Mat::<f64>::zeros(k, k);
+        for (&(i, j), &v) in free.iter().zip(x) {
+            m[(i, j)] = v;
+        }
+        m
+    };
+    let evaluate = |x: &[f64]| {
+        prior_term(&to_matrix(x), s, t, symmetry).map(|(f, g)| (f, free.iter().map(|&(i, j)| g[(i, j)]).collect::<Vec<f64>>()))
+    };
+
+    let mut x: Vec<f64> = free.iter().map(|&(i, j)| if i == j { 1.0 } else { 0.0 }).collect();
+    let (mut f, mut g) = evaluate(&x)?;
+    let start = f;
+    let mut h = Mat::<f64>::identity(n, n);
+    let scale = f.abs().max(1.0);
+
+    for _ in 0..MAX_BFGS_ITERATIONS {
+        let direction: Vec<f64> = (0..n).map(|i| -(0..n).map(|j| h[(i, j)] * g[j]).sum::<f64>()).collect();
+        let slope: f64 = direction.iter().zip(&g).map(|(d, g)| d * g).sum();
+        if !(slope < 0.0) || -slope < 1e-14 * scale {
+            break;
+        }
+
+        // Backtracking line search with the Armijo condition.
+        let mut step = 1.0;
+        let accepted = loop {
+            let candidate: Vec<f64> = x.iter().zip(&direction).map(|(x, d)| x + step * d).collect();
+            if let Some((fc, gc)) = evaluate(&candidate) {
+                if fc <= f + 1e-4 * step * slope {
+                    break Some((candidate, fc, gc));
+                }
+            }
+            step *= 0.5;
+            if step < 1e-12 {
+                break None;
+            }
+        };
+        let Some((candidate, fc, gc)) = accepted else { break };
+
+        let sk: Vec<f64> = candidate.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let yk: Vec<f64> = gc.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let sy: f64 = sk.iter().zip(&yk).map(|(a, b)| a * b).sum();
+        if sy > 1e-300 {
+            // H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ.
+            let rho = 1.0 / sy;
+            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[(i, j)] * yk[j]).sum()).collect();
+            let yhy: f64 = yk.iter().zip(&hy).map(|(a, b)| a * b).sum();
+            for i in 0..n {
+                for j in 0..n {
+                    h[(i, j)] += rho * ((1.0 + rho * yhy) * sk[i] * sk[j] - hy[i] * sk[j] - sk[i] * hy[j]);
+                }
+            }
+        }
+        let converged = (f - fc).abs() <= 1e-15 * scale;
+        x = candidate;
+        f = fc;
+        g = gc;
+        if converged {
+            break;
+        }
+    }
+    (f < start).then(|| to_matrix(&x))
 }
 
 /// `X^power` of a symmetric positive definite matrix, by its eigendecomposition.
@@ -90,6 +227,49 @@ fn to_ndarray(x: &Mat<f64>) -> Array2<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use lux_dsl::{Model, Prior, SymmetryMap};
+
+    /// A symmetric positive definite matrix: a Hilbert-like matrix plus a diagonal.
+    fn spd(k: usize, seed: f64) -> Mat<f64> {
+        Mat::<f64>::from_fn(k, k, |i, j| seed / (i + j + 1) as f64 + if i == j { 1.0 + i as f64 } else { 0.0 })
+    }
+
+    #[test]
+    fn bfgs_matches_closed_form_without_slices() {
+        let k = 3;
+        let mut b = Model::builder();
+        let z = b.latent("z", k, Prior::standard_normal()).unwrap();
+        let a = b.param("A", &[4, k], Prior::standard_normal()).unwrap();
+        let mean = b.linear(a, z).unwrap();
+        b.observe("flux", mean, None).unwrap();
+        let model = b.build().unwrap();
+        let symmetry = LatentSymmetry {
+            latent: model.latent_id("z").unwrap(),
+            latent_precision: 1.0,
+            matrices: vec![SymmetryMap {
+                matrix: model.param_id("A").unwrap(),
+                precision: 1.0,
+                columns: 0..k,
+            }],
+        };
+        let (s, t) = (spd(k, 0.37), spd(k, 1.91));
+
+        let exact = closed_form(&s, &t).unwrap();
+        let searched = restricted_optimum(&s, std::slice::from_ref(&t), &symmetry, k).unwrap();
+        let (f_exact, _) = prior_term(&exact, &s, std::slice::from_ref(&t), &symmetry).unwrap();
+        let (f_searched, _) = prior_term(&searched, &s, std::slice::from_ref(&t), &symmetry).unwrap();
+        assert!((f_exact - f_searched).abs() < 1e-9 * f_exact.abs(), "{f_exact} vs {f_searched}");
+
+        // M is defined up to a rotation, so compare G = MᵀM.
+        let g_exact = exact.transpose() * &exact;
+        let g_searched = searched.transpose() * &searched;
+        for i in 0..k {
+            for j in 0..k {
+                assert!((g_exact[(i, j)] - g_searched[(i, j)]).abs() < 1e-6, "G[{i}, {j}]");
+            }
+        }
+    }
 
     #[test]
     fn power_of_diagonal() {
