@@ -134,7 +134,7 @@ impl OutputData {
         self.log_ivar_sum
     }
 
-    /// Whether object `row` has at least one observed element.
+    /// Returns whether object `row` has at least one observed element.
     pub fn row_observed(&self, row: usize) -> bool {
         self.ivar.row(row).iter().any(|&w| w > 0.0)
     }
@@ -227,12 +227,12 @@ impl Dataset {
         self.n_objects.unwrap_or(0)
     }
 
-    /// The output called `name`, if the data set has it.
+    /// Returns the output called `name`, if the data set has it.
     pub fn output(&self, name: &str) -> Option<&OutputData> {
         self.outputs.get(name)
     }
 
-    /// The output called `name`, or an error listing the outputs that exist.
+    /// Returns the output called `name`, or an error listing the outputs that exist.
     pub fn require(&self, name: &str) -> Result<&OutputData, DataError> {
         self.outputs.get(name).ok_or_else(|| DataError::MissingOutput {
             name: name.to_string(),
@@ -255,7 +255,7 @@ impl Dataset {
         self.outputs.values().map(OutputData::n_observed).sum()
     }
 
-    /// The objects at `rows`, in that order (rows may repeat).
+    /// Selects the objects at `rows`, in that order (rows may repeat).
     pub fn select_rows(&self, rows: &[usize]) -> Result<Self, DataError> {
         let n = self.n_objects();
         if let Some(&index) = rows.iter().find(|&&r| r >= n) {
@@ -288,7 +288,7 @@ impl Dataset {
         Ok((self.select_rows(&head)?, self.select_rows(&tail)?))
     }
 
-    /// A data set with only the named outputs (for example a test set with flux alone).
+    /// Keeps only the named outputs (for example a test set with flux alone).
     pub fn with_only(&self, names: &[&str]) -> Result<Self, DataError> {
         let mut outputs = BTreeMap::new();
         for &name in names {
@@ -300,7 +300,7 @@ impl Dataset {
         })
     }
 
-    /// A data set without the named output; other outputs are kept.
+    /// Drops the named output and keeps the others.
     pub fn without(&self, name: &str) -> Result<Self, DataError> {
         self.require(name)?;
         let mut out = self.clone();
@@ -348,7 +348,8 @@ mod tests {
             .unwrap_err();
         let message = err.to_string();
         assert!(message.contains("flux"), "{message}");
-        assert!(message.contains("[3, 5]") && message.contains("[3, 4]"), "{message}");
+        assert!(message.contains("[3, 5]"), "{message}");
+        assert!(message.contains("[3, 4]"), "{message}");
     }
 
     #[test]

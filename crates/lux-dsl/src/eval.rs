@@ -53,7 +53,7 @@ impl LossTerms {
     }
 }
 
-/// The monomials of [`Expr::Poly`] as lists of variable indices, in feature order:
+/// Lists the monomials of [`Expr::Poly`] as lists of variable indices, in feature order:
 /// `[]` is the constant, `[0, 1]` the product of elements 0 and 1.
 pub fn poly_monomials(n: usize, degree: u32) -> Vec<Vec<usize>> {
     let mut out = vec![Vec::new()];
@@ -202,7 +202,7 @@ impl Model {
         Ok(())
     }
 
-    /// The loss split into its terms.
+    /// Computes the loss split into its terms.
     pub fn loss_terms(&self, params: &Params, data: &Dataset) -> Result<LossTerms, DataError> {
         self.check_params(params)?;
         self.check_data(params, data)?;
@@ -239,7 +239,7 @@ impl Model {
         Ok(terms)
     }
 
-    /// The loss with every parameter free (the full negative log posterior).
+    /// Computes the loss with every parameter free (the full negative log posterior).
     pub fn loss(&self, params: &Params, data: &Dataset) -> Result<f64, DataError> {
         Ok(self.loss_terms(params, data)?.total())
     }
@@ -352,6 +352,8 @@ mod tests {
         let params = Params::new(Array2::zeros((1, 2)));
         let wrong = Dataset::new().with_errors("label", array![[1.0, 2.0, 3.0]], array![[1.0, 1.0, 1.0]]).unwrap();
         let err = model.loss(&params, &wrong).unwrap_err().to_string();
-        assert!(err.contains("label") && err.contains("[1, 3]") && err.contains("[1, 2]"), "{err}");
+        assert!(err.contains("label"), "{err}");
+        assert!(err.contains("[1, 3]"), "{err}");
+        assert!(err.contains("[1, 2]"), "{err}");
     }
 }

@@ -25,7 +25,7 @@ impl Params {
         }
     }
 
-    /// The joint latent matrix, N×K.
+    /// Returns the joint latent matrix, N×K.
     pub fn latents(&self) -> &Array2<f64> {
         &self.latents
     }
@@ -55,7 +55,7 @@ impl Params {
         self
     }
 
-    /// The global parameter `name`.
+    /// Returns the global parameter `name`.
     pub fn get(&self, name: &str) -> Option<&ArrayD<f64>> {
         self.globals.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
@@ -65,19 +65,19 @@ impl Params {
         self.globals.iter_mut().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
-    /// The global parameter `name`, or an error naming it.
+    /// Returns the global parameter `name`, or an error naming it.
     pub fn require(&self, name: &str) -> Result<&ArrayD<f64>, DataError> {
         self.get(name).ok_or_else(|| DataError::MissingParameter {
             name: name.to_string(),
         })
     }
 
-    /// The matrix parameter `name` as a 2-D view.
+    /// Returns the matrix parameter `name` as a 2-D view.
     pub fn matrix(&self, name: &str) -> Option<ArrayView2<'_, f64>> {
         self.get(name).and_then(|v| v.view().into_dimensionality::<Ix2>().ok())
     }
 
-    /// The vector parameter `name` as a 1-D view.
+    /// Returns the vector parameter `name` as a 1-D view.
     pub fn vector(&self, name: &str) -> Option<ArrayView1<'_, f64>> {
         self.get(name).and_then(|v| v.view().into_dimensionality::<Ix1>().ok())
     }

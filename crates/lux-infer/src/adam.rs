@@ -1,8 +1,8 @@
 //! MAP by Adam (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization").
 //!
-//! Parameters with a HalfNormal prior are stepped in log space so they stay positive;
-//! the loss is still the posterior density of the parameters themselves (no Jacobian
-//! term), so the optimum is the MAP estimate in the model's own coordinates.
+//! Parameters with a HalfNormal prior are stepped in log space so they stay positive.
+//! The loss is still the posterior density of the parameters themselves, with no
+//! Jacobian term, so the optimum is the MAP estimate in the model's own coordinates.
 
 use std::time::Instant;
 
@@ -31,7 +31,7 @@ pub struct Adam {
     /// `converged` is set when the largest absolute gradient element at the end is
     /// at most this.
     pub grad_tol: f64,
-    /// How gradients are computed.
+    /// Gradient method.
     pub backend: GradientBackend,
     /// Without [`FitOptions::init`], the start is a prior draw pulled toward the prior
     /// centers by this factor (0.1). From a full draw the products of unit-scale latents
@@ -137,7 +137,7 @@ impl Engine for Adam {
     }
 }
 
-/// Where each free parameter sits in the flat vector Adam steps.
+/// Position of one free parameter in the flat vector that Adam steps.
 #[derive(Debug, Clone)]
 struct Segment {
     /// `None` for the latents, else the parameter index.

@@ -15,7 +15,7 @@ pub trait Engine {
     /// Short name used in reports, such as `block_wls` or `adam`.
     fn name(&self) -> &'static str;
 
-    /// Fits `model` to `data`, starting from and holding fixed what `options` says.
+    /// Fits `model` to `data`, with the start and the fixed parameters of `options`.
     fn fit(&self, model: &Model, data: &Dataset, options: &FitOptions) -> Result<Fit, FitError>;
 }
 
@@ -143,7 +143,7 @@ pub(crate) fn check_coverage(model: &Model, data: &Dataset, free: &Free) -> Resu
     }
 }
 
-/// Which parts of the model are free, resolved against one model.
+/// Free parts of a model: the latents and each global parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Free {
     pub latents: bool,
@@ -152,12 +152,13 @@ pub struct Free {
 }
 
 impl Free {
-    /// Whether the parameter called `name` is fixed.
+    /// Returns whether the parameter called `name` is fixed.
     pub fn is_fixed(&self, model: &Model, name: &str) -> bool {
         model.param_id(name).is_some_and(|id| !self.params[id.index()])
     }
 
-    /// The loss over the free parameters: data term plus the priors of what is free.
+    /// Computes the loss over the free parameters: the data term plus the priors of
+    /// what is free.
     ///
     /// Non-finite parameters give a NaN loss rather than an error: inside a fit they
     /// come from the fit's own arithmetic, and the engine reports a non-finite loss.
@@ -171,7 +172,7 @@ impl Free {
     }
 }
 
-/// How one block was fitted.
+/// Method by which one block was fitted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlockMethod {
     /// Solved exactly by weighted least squares in every cycle.
@@ -215,17 +216,17 @@ pub struct Fit {
     pub max_abs_grad: f64,
     /// Wall-clock time of the fit.
     pub wall_time: Duration,
-    /// How each block ran (block WLS); Adam reports one gradient block.
+    /// Method and reason for each block (block WLS); Adam reports one gradient block.
     pub blocks: Vec<BlockReport>,
 }
 
 impl Fit {
-    /// The fitted global parameter `name`.
+    /// Returns the fitted global parameter `name`.
     pub fn get(&self, name: &str) -> Option<&ArrayD<f64>> {
         self.params.get(name)
     }
 
-    /// The fitted latents, N×K.
+    /// Returns the fitted latents, N×K.
     pub fn latents(&self) -> &Array2<f64> {
         self.params.latents()
     }
