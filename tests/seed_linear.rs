@@ -107,3 +107,32 @@ fn saved_fit_predicts_the_same() {
         .unwrap();
     assert_eq!(fresh.params.latents(), again.params.latents());
 }
+
+#[test]
+fn predictions_in_original_units() {
+    let raw = lux::dsl::Dataset::from_npy_files(&seed_linear_dir(), &["label", "flux"]).unwrap();
+    let scaler = lux::dsl::ShiftScale::fit(&raw).unwrap();
+    let (train, test) = scaler.transform(&raw).unwrap().split_at(1024).unwrap();
+    let (_, raw_test) = raw.split_at(1024).unwrap();
+    let model = lux_model();
+
+    let engine = BlockWls::new(50, 1e-6);
+    let fit = engine.fit(&model, &train, &FitOptions::default()).unwrap();
+    let flux_only = test.with_only(&["flux"]).unwrap();
+    let inferred = engine
+        .fit(&model, &flux_only, &FitOptions::infer_latents(&model, &fit.params, test.n_objects()))
+        .unwrap();
+    let standardized = model.predict(&inferred.params).unwrap();
+    let original = scaler.inverse_predictions(&standardized).unwrap();
+
+    // Each column's residual in original units is its standardized residual times the
+    // column's scale, so the per-column RMSEs differ by exactly that factor.
+    let scale = scaler.scale("label").unwrap();
+    for column in 0..2 {
+        let raw_residual = &original["label"].column(column) - &raw_test.require("label").unwrap().values().column(column);
+        let std_residual = &standardized["label"].column(column) - &test.require("label").unwrap().values().column(column);
+        let raw_rmse = raw_residual.mapv(|x| x * x).mean().unwrap().sqrt();
+        let std_rmse = std_residual.mapv(|x| x * x).mean().unwrap().sqrt();
+        assert!((raw_rmse - std_rmse * scale[column]).abs() < 1e-10 * raw_rmse, "column {column}");
+    }
+}

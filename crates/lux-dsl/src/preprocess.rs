@@ -113,6 +113,18 @@ impl ShiftScale {
         Ok(&values * &columns.scale + &columns.shift)
     }
 
+    /// Maps every prediction of [`Model::predict`](crate::Model::predict) back to the
+    /// original units.
+    pub fn inverse_predictions(
+        &self,
+        predictions: &BTreeMap<String, Array2<f64>>,
+    ) -> Result<BTreeMap<String, Array2<f64>>, DataError> {
+        predictions
+            .iter()
+            .map(|(name, values)| Ok((name.clone(), self.inverse_values(name, values.view())?)))
+            .collect()
+    }
+
     /// Maps standardized 1-sigma errors of `output` (N×P) back to the original units:
     /// `e · scale`.
     pub fn inverse_errors(
