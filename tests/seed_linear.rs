@@ -71,7 +71,7 @@ fn adam_matches_reference_accuracy() {
     let model = lux_model();
     let fit = Adam::new(1e-3, 10_000).fit(&model, &train, &FitOptions::default()).unwrap();
 
-    // The reference's Adam run reaches a loss of −101435 after 10,000 steps; the same
+    // The reference's Adam run reaches a loss of −101435 after 10,000 steps. The same
     // schedule from a start near the prior centers lands in the same region.
     assert!(fit.loss < -101_000.0, "loss {}", fit.loss);
     assert!(fit.loss > -101_562.17, "loss {} is below the true minimum", fit.loss);

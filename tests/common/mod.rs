@@ -27,7 +27,7 @@ pub fn read2(name: &str) -> Array2<f64> {
     read_array::<Ix2>(&seed_linear_dir().join(name)).expect("reference array")
 }
 
-/// The reference set preprocessed as the reference library does (mean and population
+/// Loads the reference set preprocessed as the reference library does (mean and population
 /// std per column over all 2048 rows), split into training rows 0..1024 and test rows.
 pub fn seed_linear() -> (Dataset, Dataset) {
     let raw = Dataset::from_npy_files(&seed_linear_dir(), &["label", "flux"]).expect("reference data");
@@ -36,7 +36,8 @@ pub fn seed_linear() -> (Dataset, Dataset) {
     data.split_at(1024).expect("split")
 }
 
-/// The tutorial's Lux model: 8 latents, 2 labels, 128 pixels, every prior Normal(0, 1).
+/// Builds the tutorial's Lux model: 8 latents, 2 labels, 128 pixels, every prior
+/// Normal(0, 1).
 pub fn lux_model() -> Model {
     let mut b = Model::builder();
     let z = b.latent("z", 8, Prior::standard_normal()).unwrap();
@@ -49,7 +50,7 @@ pub fn lux_model() -> Model {
     b.build().unwrap()
 }
 
-/// The reference library's starting point.
+/// Loads the reference library's starting point.
 pub fn reference_init() -> Params {
     Params::new(read2("pollux_init_latents.npy"))
         .with("A", read2("pollux_init_A_label.npy").into_dyn())
