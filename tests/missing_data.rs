@@ -405,6 +405,9 @@ fn empty_object_changes_nothing() {
         .unwrap();
 
     assert!(with.latents().row(empty).iter().all(|&z| z == 0.0));
+    assert_eq!(with.warnings.len(), 1, "{:?}", with.warnings);
+    assert!(with.warnings[0].contains("row 37"), "{}", with.warnings[0]);
+    assert!(without.warnings.is_empty(), "{:?}", without.warnings);
     // The empty object adds only its latents' prior at zero: K · ½ ln 2π.
     let offset = K as f64 * 0.5 * (2.0 * std::f64::consts::PI).ln();
     assert!(
@@ -470,4 +473,25 @@ fn flux_only_test_set() {
             );
         }
     }
+}
+
+#[test]
+fn unobserved_pixel_is_reported() {
+    // A pixel that no star observes keeps its Normal-prior row of B at the prior mean,
+    // and the fit says so rather than failing.
+    let raw = raw(31);
+    let mut flux_err = raw.flux.1.clone();
+    flux_err.column_mut(3).fill(f64::INFINITY);
+    let data = by_errors(&[
+        ("label", raw.label.0.clone(), raw.label.1.clone()),
+        ("flux", raw.flux.0.clone(), flux_err),
+    ]);
+    let model = lux_model();
+    let fit = wls().fit(&model, &data, &FitOptions::default()).unwrap();
+
+    assert_eq!(fit.warnings.len(), 1, "{:?}", fit.warnings);
+    assert!(fit.warnings[0].contains("`flux`"), "{}", fit.warnings[0]);
+    assert!(fit.warnings[0].contains("column 3"), "{}", fit.warnings[0]);
+    let row = fit.get("B").unwrap().slice(s![3, ..]).to_owned();
+    assert!(row.iter().all(|&b| b.abs() < 1e-12), "{row}");
 }

@@ -118,6 +118,40 @@ impl FitOptions {
     }
 }
 
+/// Lists what the data leave to the priors alone: objects without any observed element,
+/// and output elements (columns) that no object observes. Their values come from the
+/// priors, which is well defined but worth knowing before reading the fit.
+pub(crate) fn coverage_warnings(model: &Model, data: &Dataset) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let outputs: Vec<(&str, &lux_dsl::OutputData)> = model
+        .observes()
+        .iter()
+        .filter_map(|o| data.output(&o.name).map(|out| (o.name.as_str(), out)))
+        .collect();
+
+    let empty_rows: Vec<usize> = (0..data.n_objects())
+        .filter(|&n| outputs.iter().all(|(_, out)| !out.row_observed(n)))
+        .collect();
+    if let Some(first) = empty_rows.first() {
+        warnings.push(format!(
+            "{} objects have no observed element (first: row {first}); their latents come from the prior alone",
+            empty_rows.len()
+        ));
+    }
+    for (name, out) in outputs {
+        let empty_columns: Vec<usize> = (0..out.size())
+            .filter(|&p| out.ivar().column(p).iter().all(|&w| w <= 0.0))
+            .collect();
+        if let Some(first) = empty_columns.first() {
+            warnings.push(format!(
+                "output `{name}`: {} elements are observed by no object (first: column {first}); their parameters come from the prior alone",
+                empty_columns.len()
+            ));
+        }
+    }
+    warnings
+}
+
 /// Checks that every object whose latents are free is constrained by data or by a
 /// proper prior: an object without any observed element and a latent with a flat
 /// prior is an error naming the first such row.
@@ -218,6 +252,9 @@ pub struct Fit {
     pub wall_time: Duration,
     /// Method and reason for each block (block WLS); Adam reports one gradient block.
     pub blocks: Vec<BlockReport>,
+    /// What the data leave to the priors alone: objects without data, output elements
+    /// observed by no object. Empty when every object and element has data.
+    pub warnings: Vec<String>,
 }
 
 impl Fit {

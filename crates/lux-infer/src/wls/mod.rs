@@ -551,6 +551,7 @@ impl Engine for BlockWls {
             max_abs_grad,
             wall_time: started.elapsed(),
             blocks,
+            warnings: crate::engine::coverage_warnings(model, data),
             params,
         })
     }
