@@ -136,3 +136,28 @@ fn predictions_in_original_units() {
         assert!((raw_rmse - std_rmse * scale[column]).abs() < 1e-10 * raw_rmse, "column {column}");
     }
 }
+
+lux::lux_model! {
+    /// The tutorial's model as `examples/iterative_vs_adam.rs` declares it.
+    model TutorialLux(latents: K, labels: L, pixels: P) {
+        latent z: [K] ~ Normal(0.0, 1.0);
+        param A: [L, K] ~ Normal(0.0, 1.0);
+        param B: [P, K] ~ Normal(0.0, 1.0);
+        observe label: [L] ~ Normal(A * z, err);
+        observe flux: [P] ~ Normal(B * z, err);
+    }
+}
+
+#[test]
+fn macro_model_gives_builder_figures() {
+    let (train, _) = seed_linear();
+    let declared = TutorialLux::new(8, 2, 128).unwrap();
+    let built = lux_model();
+    assert_eq!(*declared, built);
+
+    let engine = BlockWls::new(50, 1e-6);
+    let from_macro = engine.fit(&declared, &train, &FitOptions::default()).unwrap();
+    let from_builder = engine.fit(&built, &train, &FitOptions::default()).unwrap();
+    assert_eq!(from_macro.loss_history, from_builder.loss_history);
+    assert_eq!(from_macro.params, from_builder.params);
+}
