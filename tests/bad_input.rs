@@ -336,14 +336,11 @@ fn empty_dataset() {
         }
         let err = fit_error(engine.as_ref(), &model, &unrelated, &FitOptions::default());
         assert!(
-            matches!(&err, FitError::Data(DataError::Empty { .. })),
+            matches!(&err, FitError::Data(DataError::NotAnOutput { .. })),
             "{}: {err:?}",
             engine.name()
         );
-        assert_mentions(
-            &err.to_string(),
-            &["none of the model's outputs", "label, flux"],
-        );
+        assert_mentions(&err.to_string(), &["`teff`", "label, flux", "with_only"]);
     }
 }
 
@@ -728,4 +725,31 @@ fn npz_failed_overwrite_keeps_old() {
     names.sort();
     assert_eq!(names, ["blocked.npz", "data.npz", "params.npz"]);
     fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fixed_parameter_needs_a_value() {
+    let model = standard_model();
+    let data = simulated(N, K, 8);
+    for engine in engines() {
+        let err = fit_error(engine.as_ref(), &model, &data, &FitOptions::default().fix("A"));
+        assert!(
+            matches!(&err, FitError::FixedWithoutValue { name } if name == "A"),
+            "{}: {err:?}",
+            engine.name()
+        );
+        assert_mentions(&err.to_string(), &["`A`", "FitOptions::from_init"]);
+    }
+}
+
+#[test]
+fn absent_output_is_a_warning() {
+    // Training without labels cannot move the label map: the fit says so.
+    let model = standard_model();
+    let data = simulated(N, K, 8).with_only(&["flux"]).unwrap();
+    for engine in engines() {
+        let fit = engine.fit(&model, &data, &FitOptions::default()).unwrap();
+        assert_eq!(fit.warnings.len(), 1, "{}: {:?}", engine.name(), fit.warnings);
+        assert_mentions(&fit.warnings[0], &["`label`", "absent", "`A`"]);
+    }
 }

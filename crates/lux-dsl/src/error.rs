@@ -161,6 +161,11 @@ pub enum DataError {
     UnknownOutput { name: String, fitted: String },
 
     #[error(
+        "data output `{name}` is not an output of the model (it observes: {outputs}); rename it, or drop it with `Dataset::with_only`"
+    )]
+    NotAnOutput { name: String, outputs: String },
+
+    #[error(
         "output `{output}`: column {column} has shift {shift} and scale {scale}; both must be finite and the scale positive"
     )]
     BadShiftScale {

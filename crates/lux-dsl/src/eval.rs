@@ -193,8 +193,14 @@ impl Model {
                 }
             }
         }
+        let names: Vec<&str> = self.observes.iter().map(|o| o.name.as_str()).collect();
+        if let Some(unknown) = data.names().find(|name| !names.contains(name)) {
+            return Err(DataError::NotAnOutput {
+                name: unknown.to_string(),
+                outputs: names.join(", "),
+            });
+        }
         if !any {
-            let names: Vec<&str> = self.observes.iter().map(|o| o.name.as_str()).collect();
             return Err(DataError::Empty {
                 what: format!("it has none of the model's outputs ({})", names.join(", ")),
             });

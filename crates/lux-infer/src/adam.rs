@@ -132,7 +132,7 @@ impl Engine for Adam {
                 },
                 reason: "Adam moves every free parameter together".to_string(),
             }],
-            warnings: crate::engine::coverage_warnings(model, data),
+            warnings: crate::engine::coverage_warnings(model, data, objective.free()),
             params,
         })
     }

@@ -97,9 +97,21 @@ impl FitOptions {
     /// shapes against the model and the data, and that it is finite and inside the
     /// support of every prior.
     pub(crate) fn start(&self, model: &Model, data: &Dataset, spread: f64) -> Result<Params, FitError> {
+        self.free(model)?;
         let params = match &self.init {
             Some(init) => init.clone(),
-            None => model.sample_params_spread(data.n_objects(), self.seed, spread),
+            None => {
+                // A fixed value drawn at random would silently shape the whole fit.
+                if let Some(name) = self.fixed.first() {
+                    return Err(FitError::FixedWithoutValue { name: name.clone() });
+                }
+                if self.latents_fixed {
+                    return Err(FitError::FixedWithoutValue {
+                        name: "latents".to_string(),
+                    });
+                }
+                model.sample_params_spread(data.n_objects(), self.seed, spread)
+            }
         };
         model.check_params(&params)?;
         model.check_data(&params, data)?;
@@ -121,8 +133,23 @@ impl FitOptions {
 /// Lists what the data leave to the priors alone: objects without any observed element,
 /// and output elements (columns) that no object observes. Their values come from the
 /// priors, which is well defined but worth knowing before reading the fit.
-pub(crate) fn coverage_warnings(model: &Model, data: &Dataset) -> Vec<String> {
+pub(crate) fn coverage_warnings(model: &Model, data: &Dataset, free: &Free) -> Vec<String> {
     let mut warnings = Vec::new();
+    for obs in model.observes().iter().filter(|o| data.output(&o.name).is_none()) {
+        let moved: Vec<String> = model
+            .params_of(obs.mean)
+            .into_iter()
+            .filter(|p| free.params[p.index()])
+            .map(|p| format!("`{}`", model.param(p).name))
+            .collect();
+        if !moved.is_empty() {
+            warnings.push(format!(
+                "output `{}` is absent from the data, so {} keep their starting values or follow their priors",
+                obs.name,
+                moved.join(", ")
+            ));
+        }
+    }
     let outputs: Vec<(&str, &lux_dsl::OutputData)> = model
         .observes()
         .iter()

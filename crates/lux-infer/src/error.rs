@@ -43,4 +43,9 @@ pub enum FitError {
 
     #[error("nothing to fit: every block is fixed")]
     NothingFree,
+
+    #[error(
+        "`{name}` is held fixed but has no starting value; pass the values with `FitOptions::from_init` or `FitOptions::infer_latents`"
+    )]
+    FixedWithoutValue { name: String },
 }

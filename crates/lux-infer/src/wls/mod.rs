@@ -425,6 +425,7 @@ impl Engine for BlockWls {
 
         // Blocks left out of this fit count as fixed: the loss and the gradient cover
         // only what the fit moves.
+        let warnings = crate::engine::coverage_warnings(model, data, &free);
         let mut free = free;
         for (block, runner) in structure.blocks.iter().zip(&runners) {
             if matches!(runner, Runner::Fixed) {
@@ -551,7 +552,7 @@ impl Engine for BlockWls {
             max_abs_grad,
             wall_time: started.elapsed(),
             blocks,
-            warnings: crate::engine::coverage_warnings(model, data),
+            warnings,
             params,
         })
     }
