@@ -2,7 +2,7 @@
 //!
 //! Every object (star) gets a small latent vector; each output (labels, flux) is a
 //! deterministic function of it observed with Gaussian noise using the reported errors.
-//! This facade re-exports the model graph ([`dsl`]) and the engines ([`infer`]).
+//! This facade re-exports the model graph (`lux::dsl`) and the engines (`lux::infer`).
 
 // The README's example is compiled as a doctest, so it cannot drift from the API.
 #[doc = include_str!("../README.md")]
