@@ -744,7 +744,7 @@ fn fixed_parameter_needs_a_value() {
 
 #[test]
 fn absent_output_is_a_warning() {
-    // Training without labels cannot move the label map: the fit says so.
+    // Training without labels cannot move the label map, and the fit warns about it.
     let model = standard_model();
     let data = simulated(N, K, 8).with_only(&["flux"]).unwrap();
     for engine in engines() {

@@ -671,7 +671,7 @@ fn shared_latents_recover_predictions() {
 #[test]
 fn shared_converges_with_restricted_rebalancing() {
     // Without the rebalancing step over the restricted symmetry this fit took 900 to
-    // 7300 cycles over six seeds; with it, 97 to 332 over four (Lux alone takes 8).
+    // 7300 cycles over six seeds. With it, it takes 97 to 332 over four (Lux takes 8).
     let (k, l, p, n_train, _) = SHARED_SIZES;
     let (sim, _, _) = shared_set();
     let (train, _) = sim.data.split_at(n_train).unwrap();

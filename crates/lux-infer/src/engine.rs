@@ -92,7 +92,7 @@ impl FitOptions {
         Ok(free)
     }
 
-    /// The starting point: `init`, or a draw from the priors with `seed`, pulled toward
+    /// Returns the starting point: `init`, or a draw from the priors with `seed`, pulled toward
     /// the priors' centers by `spread` (see [`Model::sample_params_spread`]). Checks its
     /// shapes against the model and the data, and that it is finite and inside the
     /// support of every prior.
@@ -279,7 +279,7 @@ pub struct Fit {
     pub wall_time: Duration,
     /// Method and reason for each block (block WLS); Adam reports one gradient block.
     pub blocks: Vec<BlockReport>,
-    /// What the data leave to the priors alone: objects without data, output elements
+    /// Warnings about what the data leave to the priors alone: objects without data, output elements
     /// observed by no object. Empty when every object and element has data.
     pub warnings: Vec<String>,
 }

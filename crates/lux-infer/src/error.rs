@@ -3,7 +3,7 @@
 use lux_dsl::DataError;
 use thiserror::Error;
 
-/// Why a fit failed.
+/// Reason a fit failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum FitError {
