@@ -753,3 +753,18 @@ fn absent_output_is_a_warning() {
         assert_mentions(&fit.warnings[0], &["`label`", "absent", "`A`"]);
     }
 }
+
+#[test]
+fn fixed_latent_points_to_fix_latents() {
+    let model = standard_model();
+    let data = simulated(N, K, 8);
+    for engine in engines() {
+        let err = fit_error(engine.as_ref(), &model, &data, &FitOptions::default().fix("z"));
+        assert!(
+            matches!(&err, FitError::LatentInFixedSet { name } if name == "z"),
+            "{}: {err:?}",
+            engine.name()
+        );
+        assert_mentions(&err.to_string(), &["`z`", "fix_latents"]);
+    }
+}

@@ -76,6 +76,9 @@ impl FitOptions {
     pub(crate) fn free(&self, model: &Model) -> Result<Free, FitError> {
         let mut params = vec![true; model.params().len()];
         for name in &self.fixed {
+            if model.latent_id(name).is_some() {
+                return Err(FitError::LatentInFixedSet { name: name.clone() });
+            }
             let id = model.param_id(name).ok_or_else(|| FitError::UnknownParameter {
                 name: name.clone(),
                 available: model.params().iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),

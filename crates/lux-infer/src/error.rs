@@ -44,6 +44,9 @@ pub enum FitError {
     #[error("nothing to fit: every block is fixed")]
     NothingFree,
 
+    #[error("`{name}` is a latent, not a global parameter; hold the latents fixed with `FitOptions::fix_latents`")]
+    LatentInFixedSet { name: String },
+
     #[error(
         "`{name}` is held fixed but has no starting value; pass the values with `FitOptions::from_init` or `FitOptions::infer_latents`"
     )]
