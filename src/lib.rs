@@ -1,7 +1,7 @@
 //! lux: data-driven latent-variable models of stellar spectra and labels.
 //!
-//! Every object (star) gets a small latent vector; each output (labels, flux) is a
-//! deterministic function of it observed with Gaussian noise using the reported errors.
+//! Every object (star) gets a small latent vector. Each output (labels, flux) is a
+//! deterministic function of it, observed with Gaussian noise of the reported errors.
 //! This facade re-exports the model graph (`lux::dsl`) and the engines (`lux::infer`).
 
 // The README's example is compiled as a doctest, so it cannot drift from the API.

@@ -1,5 +1,5 @@
 //! How lux rejects bad input: every error has the right variant, names the output or
-//! parameter and the sizes or value involved, and tells the user what to do. No fit returns a
+//! parameter and the sizes or value involved, and says what to do next. No fit returns a
 //! non-finite loss as a success, and no failed write leaves a half-written file.
 
 use std::fs;

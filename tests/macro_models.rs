@@ -42,7 +42,7 @@ lux_model! {
 }
 
 lux_model! {
-    /// The Cannon: labels are the latents; flux is quadratic in them.
+    /// The Cannon: labels are the latents, and flux is quadratic in them.
     pub model Cannon(labels: L, pixels: P) {
         latent y: [L] ~ Flat;
         param theta: [P, _] ~ Normal(0.0, 10.0);

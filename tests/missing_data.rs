@@ -478,7 +478,7 @@ fn flux_only_test_set() {
 #[test]
 fn unobserved_pixel_is_reported() {
     // A pixel that no star observes keeps its Normal-prior row of B at the prior mean,
-    // and the fit says so rather than failing.
+    // and the fit warns about it rather than failing.
     let raw = raw(31);
     let mut flux_err = raw.flux.1.clone();
     flux_err.column_mut(3).fill(f64::INFINITY);

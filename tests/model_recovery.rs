@@ -43,7 +43,7 @@ lux::lux_model! {
         observe flux: [P] ~ Normal(B * z, err);
     }
 
-    /// The Cannon: the labels are the latents; the flux is linear in their quadratic
+    /// The Cannon: the labels are the latents, and the flux is linear in their quadratic
     /// polynomial features.
     model Cannon(labels: L, pixels: P) {
         latent y: [L] ~ Flat;

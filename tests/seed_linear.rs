@@ -138,7 +138,7 @@ fn predictions_in_original_units() {
 }
 
 lux::lux_model! {
-    /// The tutorial's model as `examples/iterative_vs_adam.rs` declares it.
+    /// The tutorial's model, declared as in `examples/iterative_vs_adam.rs`.
     model TutorialLux(latents: K, labels: L, pixels: P) {
         latent z: [K] ~ Normal(0.0, 1.0);
         param A: [L, K] ~ Normal(0.0, 1.0);

@@ -671,8 +671,8 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The latents named in an expression already reported as an error, directly or
-    /// through a `let`, so that they are not also reported as unused.
+    /// Collects the latents named in an expression already reported as an error,
+    /// directly or through a `let`, so that they are not also reported as unused.
     fn mentioned_latents(&self, tokens: &TokenStream) -> BTreeSet<usize> {
         let mut found = BTreeSet::new();
         for tree in tokens.clone() {
@@ -768,7 +768,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The parameter `expr` names, if it is a bare parameter name.
+    /// Returns the parameter that `expr` names, if it is a bare parameter name.
     fn param_named(&self, expr: &Expr) -> Option<usize> {
         match &expr.kind {
             ExprKind::Name(ident) => match self.lookup(ident) {

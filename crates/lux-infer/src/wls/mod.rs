@@ -270,7 +270,7 @@ impl BlockWls {
                 None => {
                     // NOTE: fixed-rate Adam sub-steps keep the loss moving by more than `tol`,
                     // so a fit with such a block (The Cannon's latents) rarely reports
-                    // `converged`; a per-object Gauss-Newton step would be exact there.
+                    // `converged`. A per-object Gauss-Newton step would be exact there.
                     let sub_free = Free {
                         latents: block_free_latents,
                         params: (0..model.params().len()).map(|i| block_params.contains(&i)).collect(),

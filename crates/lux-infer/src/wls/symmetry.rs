@@ -10,8 +10,10 @@
 //! ```
 //!
 //! Alternating exact solves move along this nearly flat valley only slowly. One such
-//! step lands at the valley's lowest point for the current fit. It never raises the
-//! loss, because the data term is unchanged and the prior term is minimized over M.
+//! step lands at the valley's lowest point for the current fit. Up to rounding it cannot
+//! raise the loss: the data term is unchanged, and the prior term is minimized over M.
+//! When slices restrict M, BFGS searches from M = I and its result is used only if it
+//! lowers the prior term.
 
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
@@ -230,7 +232,7 @@ mod tests {
 
     use lux_dsl::{Model, Prior, SymmetryMap};
 
-    /// A symmetric positive definite matrix: a Hilbert-like matrix plus a diagonal.
+    /// Builds a symmetric positive definite matrix: a Hilbert-like matrix plus a diagonal.
     fn spd(k: usize, seed: f64) -> Mat<f64> {
         Mat::<f64>::from_fn(k, k, |i, j| seed / (i + j + 1) as f64 + if i == j { 1.0 + i as f64 } else { 0.0 })
     }
