@@ -136,7 +136,7 @@ fn run_tutorial(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             serde_json::json!({
                 "final_loss": row.fit.loss,
                 "iterations": row.fit.iterations,
-                "converged": row.fit.converged,
+                "converged": row.fit.converged(),
                 "max_abs_grad": row.fit.max_abs_grad,
                 "fit_seconds": row.fit.wall_time.as_secs_f64(),
                 "test_seconds": row.test_seconds,
@@ -168,7 +168,7 @@ fn run_tutorial(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             row.fit.iterations,
             row.fit.loss,
             row.fit.max_abs_grad,
-            if row.fit.converged { "yes" } else { "no" },
+            if row.fit.converged() { "yes" } else { "no" },
             row.test_seconds,
             row.label_rmse,
             row.flux_rmse

@@ -270,7 +270,7 @@ fn lux_recovers_predictions() {
         fit.iterations, fit.loss, fit.max_abs_grad, fit.wall_time
     );
     assert!(
-        fit.converged,
+        fit.converged(),
         "not converged: max |grad| {:e}",
         fit.max_abs_grad
     );
@@ -464,7 +464,7 @@ fn lux_scatter_recovers_injected_scatter() {
         .unwrap();
     eprintln!(
         "lux scatter: {} cycles, converged {}, max |grad| {:.2e}, {:?}",
-        fit.iterations, fit.converged, fit.max_abs_grad, fit.wall_time
+        fit.iterations, fit.converged(), fit.max_abs_grad, fit.wall_time
     );
 
     let names: Vec<&str> = fit.blocks.iter().map(|b| b.name.as_str()).collect();
@@ -583,7 +583,7 @@ fn lux_scatter_converges() {
         .fit(&model, &sim.data, &FitOptions::default().seed(1))
         .unwrap();
     assert!(
-        fit.converged,
+        fit.converged(),
         "not converged after {} cycles: max |grad| {:e}",
         fit.iterations, fit.max_abs_grad
     );
@@ -609,7 +609,7 @@ fn shared_latents_recover_predictions() {
         fit.iterations, fit.loss, fit.max_abs_grad, fit.wall_time
     );
     assert!(
-        fit.converged,
+        fit.converged(),
         "not converged after {} cycles: max |grad| {:e}",
         fit.iterations, fit.max_abs_grad
     );
@@ -680,7 +680,7 @@ fn shared_converges_with_restricted_rebalancing() {
         .fit(&model, &train, &FitOptions::default().seed(5))
         .unwrap();
     assert!(
-        fit.converged,
+        fit.converged(),
         "not converged after {} cycles: loss {}, max |grad| {:e}",
         fit.iterations, fit.loss, fit.max_abs_grad
     );
@@ -853,7 +853,7 @@ fn cannon_trains_exactly_and_infers_labels() {
         )
         .unwrap();
     assert!(
-        inferred.converged,
+        inferred.converged(),
         "labels not converged: max |grad| {:e}",
         inferred.max_abs_grad
     );
@@ -862,7 +862,7 @@ fn cannon_trains_exactly_and_infers_labels() {
         "cannon test: {} cycles of {} Adam steps, converged {}, max |grad| {:.2e}, {:?}",
         inferred.iterations,
         engine.sub_steps,
-        inferred.converged,
+        inferred.converged(),
         inferred.max_abs_grad,
         inferred.wall_time
     );

@@ -50,7 +50,7 @@ fn block_wls_reaches_the_optimum() {
     let optimum = -101562.16;
     assert!(fit.iterations <= 15, "{} cycles", fit.iterations);
     assert!((fit.loss - optimum).abs() < 1.0, "loss {}", fit.loss);
-    assert!(fit.converged);
+    assert!(fit.converged());
 
     let flux_only = test.with_only(&["flux"]).unwrap();
     let wls = BlockWls::new(50, 1e-6);

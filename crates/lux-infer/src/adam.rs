@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use lux_dsl::{Dataset, Model, Params};
 
-use crate::engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, Free, check_coverage};
+use crate::engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, FitStatus, Free, check_coverage};
 use crate::error::FitError;
 use crate::gradient::{Gradient, GradientBackend, Objective};
 
@@ -105,23 +105,36 @@ impl Engine for Adam {
         let mut state = AdamState::new(model, objective.free(), &params);
 
         let mut history = Vec::with_capacity(self.steps);
-        state.run(self, &objective, &mut params, self.steps, Some(&mut history))?;
+        let divergence = state.run(self, &objective, &mut params, self.steps, Some(&mut history))?;
 
         // The loop checks the loss before each step; the last step is checked here.
-        let end = objective.loss_grad(&params)?;
-        if !end.loss.is_finite() {
-            return Err(FitError::NonFiniteLoss {
-                engine: self.name(),
-                iteration: self.steps,
-                value: end.loss,
-            });
-        }
+        let (status, end) = match divergence {
+            Some(divergence) => {
+                // `params` were restored to the last finite iterate, whose loss was recorded.
+                let end = objective.loss_grad(&params)?;
+                (divergence.into_status(), end)
+            }
+            None => {
+                let end = objective.loss_grad(&params)?;
+                match Divergence::check(objective.model(), objective.free(), &end, self.steps) {
+                    Some(divergence) => {
+                        state.restore_previous(objective.model(), &mut params);
+                        (divergence.into_status(), objective.loss_grad(&params)?)
+                    }
+                    None => (FitStatus::MaxIterations, end),
+                }
+            }
+        };
         let max_abs_grad = objective.max_abs_grad(&end, &params);
+        let status = match status {
+            FitStatus::MaxIterations if max_abs_grad <= self.grad_tol => FitStatus::Converged,
+            other => other,
+        };
         Ok(Fit {
             engine: self.name(),
             loss: end.loss,
             loss_history: history,
-            converged: max_abs_grad <= self.grad_tol,
+            status,
             iterations: self.steps,
             max_abs_grad,
             wall_time: started.elapsed(),
@@ -155,6 +168,8 @@ struct Segment {
 pub(crate) struct AdamState {
     segments: Vec<Segment>,
     theta: Vec<f64>,
+    /// The iterate before the last step, kept to fall back on when a step diverges.
+    previous: Vec<f64>,
     m: Vec<f64>,
     v: Vec<f64>,
     t: i32,
@@ -192,6 +207,7 @@ impl AdamState {
         Self {
             segments,
             theta: vec![0.0; offset],
+            previous: vec![0.0; offset],
             m: vec![0.0; offset],
             v: vec![0.0; offset],
             t: 0,
@@ -228,6 +244,9 @@ impl AdamState {
     }
 
     /// Runs `steps` Adam steps from `params`, writing the result back into `params`.
+    ///
+    /// Stops early when the loss or the gradient at the current iterate is not finite;
+    /// `params` then hold the previous, finite iterate and the reason is returned.
     pub(crate) fn run(
         &mut self,
         settings: &Adam,
@@ -235,27 +254,32 @@ impl AdamState {
         params: &mut Params,
         steps: usize,
         mut history: Option<&mut Vec<f64>>,
-    ) -> Result<(), FitError> {
+    ) -> Result<Option<Divergence>, FitError> {
         self.pack(objective.model(), params);
+        self.previous.clone_from(&self.theta);
         let mut grad_flat = vec![0.0; self.theta.len()];
 
         for step in 0..steps {
             let grad = objective.loss_grad(params)?;
-            if !grad.loss.is_finite() {
-                return Err(FitError::NonFiniteLoss {
-                    engine: "adam",
-                    iteration: step,
-                    value: grad.loss,
-                });
+            if let Some(divergence) = Divergence::check(objective.model(), objective.free(), &grad, step) {
+                self.restore_previous(objective.model(), params);
+                return Ok(Some(divergence));
             }
             if let Some(history) = history.as_deref_mut() {
                 history.push(grad.loss);
             }
             self.flatten_grad(objective.model(), params, &grad, &mut grad_flat);
+            self.previous.copy_from_slice(&self.theta);
             self.update(settings, &grad_flat);
             self.unpack(objective.model(), params);
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Puts the iterate from before the last step back into `params`.
+    pub(crate) fn restore_previous(&mut self, model: &Model, params: &mut Params) {
+        self.theta.copy_from_slice(&self.previous);
+        self.unpack(model, params);
     }
 
     fn flatten_grad(&self, model: &Model, params: &Params, grad: &Gradient, out: &mut [f64]) {
@@ -298,5 +322,36 @@ fn values_of<'a>(model: &Model, params: &'a Params, param: Option<usize>) -> &'a
             .expect("checked parameter")
             .as_slice()
             .expect("standard layout"),
+    }
+}
+
+/// A non-finite loss or gradient met at some iteration.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Divergence {
+    pub iteration: usize,
+    pub quantity: String,
+}
+
+impl Divergence {
+    /// Returns the first non-finite quantity in `grad`: the loss, else the gradient of
+    /// the first free parameter with a non-finite element.
+    pub(crate) fn check(model: &Model, free: &Free, grad: &Gradient, iteration: usize) -> Option<Self> {
+        let quantity = if !grad.loss.is_finite() {
+            "loss".to_string()
+        } else if free.latents && grad.latents.iter().any(|g| !g.is_finite()) {
+            "gradient of the latents".to_string()
+        } else {
+            let index = (0..grad.params.len())
+                .find(|&i| free.params[i] && grad.params[i].iter().any(|g| !g.is_finite()))?;
+            format!("gradient of `{}`", model.params()[index].name)
+        };
+        Some(Self { iteration, quantity })
+    }
+
+    pub(crate) fn into_status(self) -> FitStatus {
+        FitStatus::Diverged {
+            iteration: self.iteration,
+            quantity: self.quantity,
+        }
     }
 }

@@ -258,6 +258,24 @@ pub struct BlockReport {
     pub reason: String,
 }
 
+/// How a fit ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FitStatus {
+    /// The stopping rule was met and the largest gradient element is within the
+    /// engine's gradient tolerance.
+    Converged,
+    /// The iteration cap was reached first; `params` are the last iterate.
+    MaxIterations,
+    /// The loss or the gradient became non-finite at `iteration`; `params` are the
+    /// last finite iterate, from before that step.
+    Diverged {
+        /// Cycle (block WLS) or step (Adam) at which the non-finite value appeared.
+        iteration: usize,
+        /// What became non-finite: `loss`, or `gradient of `name``.
+        quantity: String,
+    },
+}
+
 /// The result of a fit.
 #[derive(Debug, Clone)]
 pub struct Fit {
@@ -269,9 +287,8 @@ pub struct Fit {
     pub loss: f64,
     /// Loss after each cycle (block WLS) or before each step (Adam).
     pub loss_history: Vec<f64>,
-    /// Whether the stopping rule was met and the largest gradient element is below the
-    /// engine's gradient tolerance.
-    pub converged: bool,
+    /// How the fit ended: converged, stopped at the cap, or diverged.
+    pub status: FitStatus,
     /// Cycles (block WLS) or steps (Adam) taken.
     pub iterations: usize,
     /// Largest absolute element of the gradient of the loss over the free parameters
@@ -288,6 +305,17 @@ pub struct Fit {
 }
 
 impl Fit {
+    /// Returns whether the stopping rule was met and the largest gradient element is
+    /// within the engine's gradient tolerance.
+    pub fn converged(&self) -> bool {
+        self.status == FitStatus::Converged
+    }
+
+    /// Returns whether the fit stopped on a non-finite loss or gradient.
+    pub fn diverged(&self) -> bool {
+        matches!(self.status, FitStatus::Diverged { .. })
+    }
+
     /// Returns the fitted global parameter `name`.
     pub fn get(&self, name: &str) -> Option<&ArrayD<f64>> {
         self.params.get(name)

@@ -19,15 +19,6 @@ pub enum FitError {
         index: usize,
     },
 
-    #[error(
-        "the loss became {value} at {engine} iteration {iteration}; lower the learning rate or check the data for extreme values"
-    )]
-    NonFiniteLoss {
-        engine: &'static str,
-        iteration: usize,
-        value: f64,
-    },
-
     #[error("unknown block `{name}`; name one of the model's blocks: {available}")]
     UnknownBlock { name: String, available: String },
 

@@ -12,10 +12,12 @@ pub mod engine;
 pub mod error;
 mod fused;
 pub mod gradient;
+pub mod uncertainty;
 pub mod wls;
 
 pub use adam::Adam;
-pub use engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, Free};
+pub use engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, FitStatus, Free};
 pub use error::FitError;
 pub use gradient::{Gradient, GradientBackend};
+pub use uncertainty::{CovarianceMethod, LatentCovariance, PredictionUncertainty, latent_covariance, predict_with_uncertainty};
 pub use wls::{BlockWls, StoppingRule};

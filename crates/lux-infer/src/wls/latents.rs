@@ -14,8 +14,21 @@ use lux_dsl::{Dataset, Model, Params};
 use super::normal::{gemm_add, output_weights, packed_len, packed_outer, solve_packed, view, view_mut};
 use crate::error::FitError;
 
-/// Solves every object's latents exactly.
-pub(crate) fn solve_latents(model: &Model, params: &mut Params, data: &Dataset, par: Par) -> Result<(), FitError> {
+/// Per-object normal equations of the latents: packed upper triangles (n × K(K+1)/2),
+/// right-hand sides (n × K), and the prior precision and precision × mean per latent
+/// element, which the solver adds to every system.
+pub(crate) struct LatentNormal {
+    pub normal: Vec<f64>,
+    pub rhs: Vec<f64>,
+    pub ridge: Vec<f64>,
+    pub ridge_rhs: Vec<f64>,
+}
+
+/// Forms every object's normal equations for its latents at the current globals.
+///
+/// Panics unless the graph proves every output mean affine in the latents under
+/// Gaussian or flat priors; callers check `Structure::latent_block().closed_form` first.
+pub(crate) fn latent_normal(model: &Model, params: &Params, data: &Dataset, par: Par) -> LatentNormal {
     let n = data.n_objects();
     let k = model.latent_size();
     let t = packed_len(k);
@@ -57,6 +70,23 @@ pub(crate) fn solve_latents(model: &Model, params: &mut Params, data: &Dataset, 
             ridge_rhs[j] = precision * mean;
         }
     }
+    LatentNormal {
+        normal,
+        rhs,
+        ridge,
+        ridge_rhs,
+    }
+}
+
+/// Solves every object's latents exactly.
+pub(crate) fn solve_latents(model: &Model, params: &mut Params, data: &Dataset, par: Par) -> Result<(), FitError> {
+    let k = model.latent_size();
+    let LatentNormal {
+        normal,
+        mut rhs,
+        ridge,
+        ridge_rhs,
+    } = latent_normal(model, params, data, par);
 
     solve_packed(&normal, &mut rhs, k, &ridge, &ridge_rhs).map_err(|index| FitError::Singular {
         block: "latents".to_string(),

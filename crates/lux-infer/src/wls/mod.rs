@@ -7,9 +7,9 @@
 //! solves, a rebalancing step along the latent-space symmetry (see [`symmetry`]) takes
 //! the fit straight to the bottom of the valley that alternation alone crawls along.
 
-mod latents;
+pub(crate) mod latents;
 mod layer;
-mod normal;
+pub(crate) mod normal;
 mod scatter;
 mod symmetry;
 
@@ -18,8 +18,8 @@ use std::time::Instant;
 use faer::Par;
 use lux_dsl::{BlockKind, Dataset, Model, Params, Structure};
 
-use crate::adam::{Adam, AdamState};
-use crate::engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, Free};
+use crate::adam::{Adam, AdamState, Divergence};
+use crate::engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, FitStatus, Free};
 use crate::error::FitError;
 use crate::gradient::{Gradient, GradientBackend, Objective};
 
@@ -456,7 +456,7 @@ impl Engine for BlockWls {
         let exact_only = runners.iter().all(|r| !matches!(r, Runner::Gradient { .. }));
         let accelerate = self.accelerate && exact_only && !single_exact;
 
-        let run_cycle = |params: &mut Params, runners: &mut [Runner]| -> Result<f64, FitError> {
+        let run_cycle = |params: &mut Params, runners: &mut [Runner]| -> Result<Cycle, FitError> {
             for (runner, report) in runners.iter_mut().zip(&blocks) {
                 match runner {
                     Runner::Fixed => {}
@@ -472,30 +472,32 @@ impl Engine for BlockWls {
                         objective,
                         state,
                         settings,
-                    } => state.run(settings, objective, params, settings.steps, None)?,
+                    } => {
+                        if let Some(divergence) = state.run(settings, objective, params, settings.steps, None)? {
+                            return Ok(Cycle::Diverged(format!(
+                                "{} in Adam sub-step {} of block `{}`",
+                                divergence.quantity, divergence.iteration, report.name
+                            )));
+                        }
+                    }
                 }
             }
             if let Some(sym) = symmetry {
                 symmetry::rebalance(model, params, sym);
             }
-            free.loss(model, params, data)
+            let loss = free.loss(model, params, data)?;
+            Ok(if loss.is_finite() {
+                Cycle::Loss(loss)
+            } else {
+                Cycle::Diverged("loss".to_string())
+            })
         };
 
         let mut history: Vec<f64> = Vec::new();
         let mut below = 0;
         let mut rule_met = false;
         let mut last_grad = None;
-        let record = |loss: f64, history: &mut Vec<f64>| -> Result<(), FitError> {
-            if !loss.is_finite() {
-                return Err(FitError::NonFiniteLoss {
-                    engine: "block_wls",
-                    iteration: history.len() + 1,
-                    value: loss,
-                });
-            }
-            history.push(loss);
-            Ok(())
-        };
+        let mut divergence: Option<Divergence> = None;
 
         // With acceleration each pass is two plain cycles and a third one that starts from
         // the SQUAREM extrapolation of the first two (Varadhan & Roland 2008, scheme S3).
@@ -506,8 +508,18 @@ impl Engine for BlockWls {
                 states.push(flatten(&params));
             }
             for _ in 0..if accelerate { 2 } else { 1 } {
-                let loss = run_cycle(&mut params, &mut runners)?;
-                record(loss, &mut history)?;
+                let before = flatten(&params);
+                match run_cycle(&mut params, &mut runners)? {
+                    Cycle::Loss(loss) => history.push(loss),
+                    Cycle::Diverged(quantity) => {
+                        unflatten(&before, &mut params);
+                        divergence = Some(Divergence {
+                            iteration: history.len() + 1,
+                            quantity,
+                        });
+                        break 'cycles;
+                    }
+                }
                 if single_exact || self.stop(&history, &mut below, &objective, &params, &mut last_grad)? {
                     rule_met = true;
                     break 'cycles;
@@ -524,14 +536,15 @@ impl Engine for BlockWls {
 
             let plain_loss = *history.last().expect("two cycles ran");
             unflatten(&extrapolated, &mut params);
-            let accepted = run_cycle(&mut params, &mut runners)
-                .ok()
-                .filter(|loss| loss.is_finite() && *loss <= plain_loss);
+            let accepted = match run_cycle(&mut params, &mut runners) {
+                Ok(Cycle::Loss(loss)) if loss <= plain_loss => Some(loss),
+                _ => None,
+            };
             match accepted {
-                Some(loss) => record(loss, &mut history)?,
+                Some(loss) => history.push(loss),
                 None => {
                     unflatten(x2, &mut params);
-                    record(plain_loss, &mut history)?;
+                    history.push(plain_loss);
                 }
             }
             if self.stop(&history, &mut below, &objective, &params, &mut last_grad)? {
@@ -546,12 +559,22 @@ impl Engine for BlockWls {
             None => objective.loss_grad(&params)?,
         };
         let max_abs_grad = objective.max_abs_grad(&end, &params);
+        let status = match divergence {
+            Some(divergence) => divergence.into_status(),
+            None if rule_met && max_abs_grad <= self.grad_tol => FitStatus::Converged,
+            None => FitStatus::MaxIterations,
+        };
+        // A fit that diverged in its first cycle has only the starting loss to report.
+        let loss = match history.last() {
+            Some(&loss) => loss,
+            None => end.loss,
+        };
         Ok(Fit {
             engine: self.name(),
-            loss: *history.last().expect("at least one cycle"),
+            loss,
             iterations: history.len(),
             loss_history: history,
-            converged: rule_met && max_abs_grad <= self.grad_tol,
+            status,
             max_abs_grad,
             wall_time: started.elapsed(),
             blocks,
@@ -559,4 +582,12 @@ impl Engine for BlockWls {
             params,
         })
     }
+}
+
+/// Outcome of one block-coordinate cycle.
+enum Cycle {
+    /// The loss after the cycle.
+    Loss(f64),
+    /// What became non-finite during the cycle.
+    Diverged(String),
 }

@@ -101,15 +101,8 @@ pub(crate) fn solve_packed(packed: &[f64], rhs: &mut [f64], d: usize, ridge: &[f
                     matrix[(i, i)] += ridge[i];
                     b[i] += ridge_rhs[i];
                 }
+                factor(matrix, buffer, row)?;
                 let stack = MemStack::new(buffer);
-                cholesky_in_place(
-                    matrix.as_mut(),
-                    LltRegularization::default(),
-                    Par::Seq,
-                    stack,
-                    Spec::<LltParams, f64>::default(),
-                )
-                .map_err(|_| row)?;
                 let rhs = MatMut::from_column_major_slice_mut(b, d, 1);
                 solve_in_place(matrix.as_ref(), rhs, Par::Seq, stack);
                 Ok::<(), usize>(())
@@ -117,6 +110,81 @@ pub(crate) fn solve_packed(packed: &[f64], rhs: &mut [f64], d: usize, ridge: &[f
         )?;
     debug_assert_eq!(rows * d, rhs.len());
     Ok(())
+}
+
+/// Pivots of a Cholesky factor smaller than this fraction of their diagonal element
+/// mean the matrix is singular to working precision: about 14 of 16 digits are lost.
+const NEAR_SINGULAR: f64 = 1e-14;
+
+/// Factors the symmetric matrix in place (lower Cholesky factor). Fails with `row` when
+/// the matrix is not positive definite or is singular to working precision.
+fn factor(matrix: &mut Mat<f64>, buffer: &mut MemBuffer, row: usize) -> Result<(), usize> {
+    let d = matrix.nrows();
+    let mut diagonal = [0.0f64; 64];
+    let keep = d <= diagonal.len();
+    if keep {
+        (0..d).for_each(|i| diagonal[i] = matrix[(i, i)]);
+    }
+    let stack = MemStack::new(buffer);
+    cholesky_in_place(
+        matrix.as_mut(),
+        LltRegularization::default(),
+        Par::Seq,
+        stack,
+        Spec::<LltParams, f64>::default(),
+    )
+    .map_err(|_| row)?;
+    if keep && (0..d).any(|i| matrix[(i, i)] * matrix[(i, i)] <= NEAR_SINGULAR * diagonal[i]) {
+        return Err(row);
+    }
+    Ok(())
+}
+
+/// Inverts one d×d system per row of `packed` (upper triangles, as in [`solve_packed`],
+/// with `ridge` added to the diagonal), returning the inverses row-major, n×d×d.
+/// A row whose matrix is not positive definite gets NaN and is listed in the second
+/// value.
+pub(crate) fn invert_packed(packed: &[f64], d: usize, ridge: &[f64]) -> (Vec<f64>, Vec<usize>) {
+    let t = packed_len(d);
+    let rows = packed.len() / t;
+    let mut out = vec![0.0; rows * d * d];
+    let failed: Vec<usize> = out
+        .par_chunks_mut(d * d)
+        .zip(packed.par_chunks(t))
+        .enumerate()
+        .with_min_len((4096 / (d * d)).max(16))
+        .map_init(
+            || {
+                let scratch = cholesky_in_place_scratch::<f64>(d, Par::Seq, Spec::<LltParams, f64>::default());
+                (Mat::<f64>::zeros(d, d), MemBuffer::new(scratch))
+            },
+            |(matrix, buffer), (row, (inverse, upper))| {
+                let mut idx = 0;
+                for i in 0..d {
+                    for j in i..d {
+                        matrix[(i, j)] = upper[idx];
+                        matrix[(j, i)] = upper[idx];
+                        idx += 1;
+                    }
+                    matrix[(i, i)] += ridge[i];
+                }
+                if factor(matrix, buffer, row).is_err() {
+                    inverse.fill(f64::NAN);
+                    return Some(row);
+                }
+                // Columns of the identity solved in place give the inverse, column-major;
+                // it is symmetric, so that is also row-major.
+                inverse.fill(0.0);
+                (0..d).for_each(|i| inverse[i * d + i] = 1.0);
+                let stack = MemStack::new(buffer);
+                let identity = MatMut::from_column_major_slice_mut(inverse, d, d);
+                solve_in_place(matrix.as_ref(), identity, Par::Seq, stack);
+                None
+            },
+        )
+        .flatten()
+        .collect();
+    (out, failed)
 }
 
 #[cfg(test)]
@@ -133,6 +201,30 @@ mod tests {
         let expected = [(4.0 * 1.5 - 2.0 * 2.5) / det, (5.0 * 2.5 - 2.0 * 1.5) / det];
         assert!((rhs[0] - expected[0]).abs() < 1e-14);
         assert!((rhs[1] - expected[1]).abs() < 1e-14);
+    }
+
+    #[test]
+    fn packed_inverse_matches_closed_form() {
+        // [[5, 2], [2, 4]]⁻¹ = [[4, −2], [−2, 5]] / 16; the second system is singular.
+        let packed = vec![4.0, 2.0, 3.0, 1.0, 1.0, 1.0];
+        let (inverse, failed) = invert_packed(&packed, 2, &[1.0, 1.0]);
+        let expected = [4.0 / 16.0, -2.0 / 16.0, -2.0 / 16.0, 5.0 / 16.0];
+        for (got, want) in inverse[..4].iter().zip(expected) {
+            assert!((got - want).abs() < 1e-15, "{got} vs {want}");
+        }
+        assert!(failed.is_empty());
+        let (inverse, failed) = invert_packed(&packed[3..], 2, &[0.0, 0.0]);
+        assert_eq!(failed, [0usize]);
+        assert!(inverse.iter().all(|x| x.is_nan()));
+    }
+
+    #[test]
+    fn near_singular_system_reports_row() {
+        // [[1, 1], [1, 1 + 1e-15]]: positive definite in exact arithmetic, singular to
+        // working precision.
+        let packed = vec![1.0, 1.0, 1.0 + 1e-15];
+        let mut rhs = vec![1.0, 2.0];
+        assert_eq!(solve_packed(&packed, &mut rhs, 2, &[0.0, 0.0], &[0.0, 0.0]), Err(0));
     }
 
     #[test]

@@ -1,0 +1,234 @@
+//! Posterior uncertainties of each object's latents, and of the outputs predicted from
+//! them, with the global parameters held at their fitted values.
+//!
+//! When every output mean is affine in the latents (proven from the graph) and the
+//! latent priors are Gaussian or flat, each object's latent posterior is Gaussian and
+//! its covariance is exactly the inverse of that object's normal matrix. Otherwise the
+//! Laplace approximation inverts the Hessian of the loss at the given latents, which
+//! should be an optimum (the latents of a fit).
+
+use faer::Par;
+use lux_dsl::{DataError, Dataset, Model, Params};
+use ndarray::{Array2, Array3, ArrayView2, Axis};
+
+use crate::engine::Free;
+use crate::error::FitError;
+use crate::gradient::{GradientBackend, Objective};
+use crate::wls::{latents, normal};
+
+/// How a latent covariance was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CovarianceMethod {
+    /// The inverse of each object's normal matrix: exact for latents that enter every
+    /// output mean affinely.
+    Exact,
+    /// The inverse of each object's Hessian of the loss (Laplace approximation), by
+    /// central differences of the analytic gradient.
+    Laplace,
+}
+
+/// Posterior covariance of every object's latents.
+#[derive(Debug, Clone)]
+pub struct LatentCovariance {
+    pub method: CovarianceMethod,
+    /// N×K×K. An object whose normal matrix or Hessian is not positive definite has
+    /// NaN throughout, never a small number that would look precise.
+    pub covariance: Array3<f64>,
+    /// Objects whose matrix was not positive definite (their covariance is NaN).
+    pub not_positive_definite: Vec<usize>,
+}
+
+impl LatentCovariance {
+    /// Returns the posterior standard deviation of each latent element, N×K.
+    pub fn std(&self) -> Array2<f64> {
+        let (n, k, _) = self.covariance.dim();
+        Array2::from_shape_fn((n, k), |(i, j)| self.covariance[[i, j, j]].sqrt())
+    }
+}
+
+/// Relative step of the central differences: the truncation error is O(h²) and the
+/// rounding error O(ε/h), both near 1e-10 for unit-scale latents.
+const STEP: f64 = 1e-5;
+
+/// Computes the posterior covariance of the latents in `params` given `data`, with the
+/// global parameters fixed: exactly when the graph proves the latents linear-Gaussian,
+/// by the Laplace approximation otherwise.
+pub fn latent_covariance(model: &Model, params: &Params, data: &Dataset) -> Result<LatentCovariance, FitError> {
+    model.check_params(params)?;
+    model.check_data(params, data)?;
+    if model.structure().latent_block().closed_form {
+        Ok(exact_covariance(model, params, data))
+    } else {
+        laplace_covariance(model, params, data)
+    }
+}
+
+fn exact_covariance(model: &Model, params: &Params, data: &Dataset) -> LatentCovariance {
+    let k = model.latent_size();
+    let normal = latents::latent_normal(model, params, data, Par::Seq);
+    let (inverse, failed) = normal::invert_packed(&normal.normal, k, &normal.ridge);
+    LatentCovariance {
+        method: CovarianceMethod::Exact,
+        covariance: Array3::from_shape_vec((data.n_objects(), k, k), inverse).expect("n×k×k inverses"),
+        not_positive_definite: failed,
+    }
+}
+
+/// Builds each object's Hessian over its latents from 2K gradient evaluations: the
+/// loss is a sum over objects, so shifting latent j of every object at once gives
+/// column j of every object's Hessian.
+fn laplace_covariance(model: &Model, params: &Params, data: &Dataset) -> Result<LatentCovariance, FitError> {
+    let n = data.n_objects();
+    let k = model.latent_size();
+    let free = Free {
+        latents: true,
+        params: vec![false; model.params().len()],
+    };
+    let objective = Objective::new(model, data, free, GradientBackend::Auto);
+
+    let latents = params.latents();
+    let steps: Vec<f64> = latents.rows().into_iter().map(|z| STEP * z.iter().fold(1.0f64, |m, x| m.max(x.abs()))).collect();
+    let mut hessian = Array3::<f64>::zeros((n, k, k));
+    let mut shifted = params.clone();
+    for j in 0..k {
+        let mut column = |sign: f64| -> Result<Array2<f64>, FitError> {
+            shifted.latents_mut().assign(latents);
+            for (i, h) in steps.iter().enumerate() {
+                shifted.latents_mut()[[i, j]] += sign * h;
+            }
+            Ok(objective.loss_grad(&shifted)?.latents)
+        };
+        let plus = column(1.0)?;
+        let minus = column(-1.0)?;
+        for i in 0..n {
+            for l in 0..k {
+                hessian[[i, l, j]] = (plus[[i, l]] - minus[[i, l]]) / (2.0 * steps[i]);
+            }
+        }
+    }
+
+    // Symmetrize and pack the upper triangles for the batched inversion.
+    let t = normal::packed_len(k);
+    let mut packed = vec![0.0; n * t];
+    for (i, row) in packed.chunks_exact_mut(t).enumerate() {
+        let mut idx = 0;
+        for a in 0..k {
+            for b in a..k {
+                row[idx] = 0.5 * (hessian[[i, a, b]] + hessian[[i, b, a]]);
+                idx += 1;
+            }
+        }
+    }
+    let (inverse, mut failed) = normal::invert_packed(&packed, k, &vec![0.0; k]);
+    let mut covariance = Array3::from_shape_vec((n, k, k), inverse).expect("n×k×k inverses");
+
+    // A non-finite Hessian (a gradient that overflowed) is no estimate either.
+    for (i, mut matrix) in covariance.axis_iter_mut(Axis(0)).enumerate() {
+        if matrix.iter().any(|x| !x.is_finite()) && !failed.contains(&i) {
+            matrix.fill(f64::NAN);
+            failed.push(i);
+        }
+    }
+    failed.sort_unstable();
+    Ok(LatentCovariance {
+        method: CovarianceMethod::Laplace,
+        covariance,
+        not_positive_definite: failed,
+    })
+}
+
+/// Uncertainty of one output's predicted mean, propagated from the latent posterior.
+///
+/// It is J Σ Jᵀ per object, with J the Jacobian of the mean with respect to the latents
+/// and Σ the latent covariance. It leaves out the intrinsic scatter and the uncertainty
+/// of the global parameters.
+#[derive(Debug, Clone)]
+pub struct PredictionUncertainty {
+    /// Predicted mean, N×P, in the units of the data the model was fitted to.
+    pub mean: Array2<f64>,
+    /// Standard deviation of each predicted element, N×P.
+    pub std: Array2<f64>,
+    /// Full covariance of each object's predicted mean, N×P×P, when requested.
+    pub covariance: Option<Array3<f64>>,
+}
+
+/// Propagates the latent covariance to the predicted mean of `output`.
+///
+/// The Jacobian comes from central differences of the output's mean, which are exact
+/// to rounding for a mean affine in the latents. With `full_covariance` the N×P×P
+/// covariances are returned too; for a spectrum of thousands of pixels they take
+/// gigabytes, so ask for them only for short outputs such as labels.
+pub fn predict_with_uncertainty(
+    model: &Model,
+    params: &Params,
+    covariance: &LatentCovariance,
+    output: &str,
+    full_covariance: bool,
+) -> Result<PredictionUncertainty, FitError> {
+    let obs = model.observe(output).ok_or_else(|| DataError::NotAnOutput {
+        name: output.to_string(),
+        outputs: model.observes().iter().map(|o| format!("`{}`", o.name)).collect::<Vec<_>>().join(", "),
+    })?;
+    model.check_params(params)?;
+    let n = params.n_objects();
+    let k = model.latent_size();
+    let p = obs.size;
+    if covariance.covariance.dim() != (n, k, k) {
+        return Err(DataError::LatentShape {
+            found: covariance.covariance.shape().to_vec(),
+            expected: vec![n, k, k],
+            hint: "pass the covariance computed for these latents".to_string(),
+        }
+        .into());
+    }
+
+    let mean = model.evaluate(params, obs.mean)?;
+    let latents = params.latents();
+    let steps: Vec<f64> = latents.rows().into_iter().map(|z| STEP * z.iter().fold(1.0f64, |m, x| m.max(x.abs()))).collect();
+    let mut jacobian = Array3::<f64>::zeros((n, p, k));
+    let mut shifted = params.clone();
+    for j in 0..k {
+        let mut evaluate = |sign: f64| -> Result<Array2<f64>, FitError> {
+            shifted.latents_mut().assign(latents);
+            for (i, h) in steps.iter().enumerate() {
+                shifted.latents_mut()[[i, j]] += sign * h;
+            }
+            Ok(model.evaluate(&shifted, obs.mean)?)
+        };
+        let plus = evaluate(1.0)?;
+        let minus = evaluate(-1.0)?;
+        for i in 0..n {
+            for e in 0..p {
+                jacobian[[i, e, j]] = (plus[[i, e]] - minus[[i, e]]) / (2.0 * steps[i]);
+            }
+        }
+    }
+
+    let mut std = Array2::<f64>::zeros((n, p));
+    for i in 0..n {
+        let sigma = covariance.covariance.index_axis(Axis(0), i);
+        let jac = jacobian.index_axis(Axis(0), i);
+        let projected = jac.dot(&sigma);
+        for e in 0..p {
+            std[[i, e]] = projected.row(e).dot(&jac.row(e)).sqrt();
+        }
+    }
+    let full = full_covariance.then(|| {
+        let mut out = Array3::<f64>::zeros((n, p, p));
+        for (i, mut matrix) in out.axis_iter_mut(Axis(0)).enumerate() {
+            let jac = jacobian.index_axis(Axis(0), i);
+            matrix.assign(&sandwich(jac, covariance.covariance.index_axis(Axis(0), i)));
+        }
+        out
+    });
+    Ok(PredictionUncertainty {
+        mean,
+        std,
+        covariance: full,
+    })
+}
+
+/// Returns J Σ Jᵀ.
+fn sandwich(jacobian: ArrayView2<f64>, sigma: ArrayView2<f64>) -> Array2<f64> {
+    jacobian.dot(&sigma).dot(&jacobian.t())
+}
