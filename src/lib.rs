@@ -11,6 +11,7 @@ pub struct ReadmeDoctests;
 
 pub use lux_dsl as dsl;
 pub use lux_infer as infer;
+pub mod survey;
 pub mod plot;
 #[doc(inline)]
 pub use lux_macros::lux_model;
