@@ -1,11 +1,12 @@
 //! Figures of a fit: predicted against catalogue labels, loss per iteration, and
 //! observed against model spectra.
 //!
-//! Each function writes one file, PNG or SVG as the extension of `path` says. The file is
-//! drawn into a temporary file in the same directory and renamed over `path` at the end,
-//! so a failed call never leaves a half-written figure behind. Text is drawn with the
-//! DejaVu Sans font compiled into the library (`assets/fonts`), so no system font
-//! library is needed. Axis titles and units come from the caller.
+//! Each function writes one file, PNG or SVG by the extension of `path`. The figure is
+//! written to a temporary file in the same directory and renamed over `path` at the end,
+//! so a failed call leaves no half-written figure behind. PNG text is rasterized from the
+//! DejaVu Sans font compiled into the library (`assets/fonts`), so no system font library
+//! is needed. SVG text names the family `sans-serif`, and the viewer picks the font.
+//! Axis titles and units come from the caller.
 
 use std::fs;
 use std::io::Write;
@@ -20,7 +21,7 @@ use plotters::style::FontStyle;
 /// DejaVu Sans (Bitstream Vera licence, in `assets/fonts/LICENSE-DejaVu.txt`).
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
-/// The family every text element asks for; the bundled font is registered under it.
+/// The font family of every text element, under which the bundled font is registered.
 const FAMILY: &str = "sans-serif";
 
 /// Robust scatter is this factor times the median absolute deviation: the standard
@@ -47,7 +48,7 @@ const AXIS_TITLE_PX: u32 = 18;
 const TICK_PX: u32 = 14;
 const NOTE_PX: u32 = 15;
 
-/// Why a figure was not written. Every variant names the output path.
+/// An error that stopped a figure from being written. Every variant names the output path.
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
     /// The directory of the output file does not exist.
@@ -82,7 +83,7 @@ pub enum PlotError {
         source: std::io::Error,
     },
 
-    /// The bundled font did not parse; the library was built with a damaged font file.
+    /// The bundled font did not parse, so the library was built with a damaged font file.
     #[error("the bundled font assets/fonts/DejaVuSans.ttf is not a valid TrueType font")]
     Font,
 }
@@ -119,11 +120,11 @@ pub struct LabelStats {
 /// One star of a spectra figure. All slices have one value per pixel.
 #[derive(Debug, Clone, Copy)]
 pub struct SpectrumPanel<'a> {
-    /// Shown as the panel title.
+    /// Star id, shown as the panel title.
     pub id: &'a str,
-    /// Observed flux; non-finite pixels are gaps.
+    /// Observed flux, with gaps at non-finite pixels.
     pub flux: &'a [f64],
-    /// The model's reconstruction; non-finite pixels are gaps.
+    /// The model's reconstruction, with gaps at non-finite pixels.
     pub model: &'a [f64],
     /// 1-sigma flux errors. When given, the residual strip shows
     /// (observed − model) / error, and pixels whose error is not finite and positive
@@ -131,8 +132,8 @@ pub struct SpectrumPanel<'a> {
     pub flux_err: Option<&'a [f64]>,
 }
 
-/// Bias, RMSE and robust scatter of `predicted − catalogue`, skipping pairs where either
-/// is not finite. With no finite pair, the statistics are NaN and `n` is 0.
+/// Computes bias, RMSE and robust scatter of `predicted − catalogue`, skipping pairs where
+/// either is not finite. With no finite pair, the statistics are NaN and `n` is 0.
 ///
 /// # Panics
 /// If the slices differ in length.
@@ -177,7 +178,7 @@ pub fn label_stats(catalogue: &[f64], predicted: &[f64]) -> LabelStats {
     }
 }
 
-/// The lines of statistics printed in a one-to-one panel, in order.
+/// Formats the statistics printed in a one-to-one panel, one string per line.
 pub fn stats_lines(stats: &LabelStats) -> Vec<String> {
     let mut n_line = format!("N = {}", stats.n);
     if stats.skipped > 0 {
@@ -191,7 +192,7 @@ pub fn stats_lines(stats: &LabelStats) -> Vec<String> {
     ]
 }
 
-/// `x` to three significant digits; scientific notation outside [1e-3, 1e5).
+/// Formats `x` to three significant digits, in scientific notation outside [1e-3, 1e5).
 pub fn format_sig(x: f64) -> String {
     if !x.is_finite() {
         return "NaN".to_string();
@@ -222,9 +223,19 @@ pub fn one_to_one(path: impl AsRef<Path>, labels: &[LabelPanel<'_>]) -> Result<(
     }
     for label in labels {
         let expected = label.catalogue.len();
-        check_len(path, &format!("predicted {}", label.name), label.predicted, expected)?;
+        check_len(
+            path,
+            &format!("predicted {}", label.name),
+            label.predicted,
+            expected,
+        )?;
         if let Some(err) = label.predicted_err {
-            check_len(path, &format!("predicted_err {}", label.name), err, expected)?;
+            check_len(
+                path,
+                &format!("predicted_err {}", label.name),
+                err,
+                expected,
+            )?;
         }
     }
 
@@ -233,22 +244,32 @@ pub fn one_to_one(path: impl AsRef<Path>, labels: &[LabelPanel<'_>]) -> Result<(
     let rows = labels.len().div_ceil(3);
     let size = (PANEL_PX * columns as u32, PANEL_PX * rows as u32);
 
-    render(path, size, &Figure::OneToOne { labels, rows, columns })
+    render(
+        path,
+        size,
+        &Figure::OneToOne {
+            labels,
+            rows,
+            columns,
+        },
+    )
 }
 
 /// Loss against iteration for one or more fits, on a log axis.
 ///
 /// The loss is a negative log posterior and may be negative, so every series is drawn as
 /// `loss − min + ε`, with `min` over all series (so fits stay comparable) and
-/// ε = 1e-6 × (max − min) (1 when all losses are equal). The y-axis title gives ε.
+/// ε = 1e-6 × (max − min), or 1 when all losses are equal. The y-axis title gives ε.
 /// Non-finite losses are gaps.
 pub fn loss_history(path: impl AsRef<Path>, series: &[(&str, &[f64])]) -> Result<(), PlotError> {
     let path = path.as_ref();
-    let finite = || series.iter().flat_map(|(_, l)| l.iter().copied()).filter(|v| v.is_finite());
-    let (Some(min), Some(max)) = (
-        finite().reduce(f64::min),
-        finite().reduce(f64::max),
-    ) else {
+    let finite = || {
+        series
+            .iter()
+            .flat_map(|(_, l)| l.iter().copied())
+            .filter(|v| v.is_finite())
+    };
+    let (Some(min), Some(max)) = (finite().reduce(f64::min), finite().reduce(f64::max)) else {
         return Err(PlotError::Empty {
             path: path.to_path_buf(),
             what: "series with a finite loss",
@@ -272,7 +293,7 @@ pub fn loss_history(path: impl AsRef<Path>, series: &[(&str, &[f64])]) -> Result
 /// Observed flux and model for a few stars, one panel per star stacked vertically, each
 /// with a residual strip below and the star id as its title.
 ///
-/// `wavelength` has one value per pixel; `wavelength_title` and `flux_title` are the axis
+/// `wavelength` has one value per pixel. `wavelength_title` and `flux_title` are the axis
 /// titles (e.g. `"wavelength (Å)"`, `"normalized flux"`). Missing pixels are gaps, never
 /// lines to zero.
 pub fn spectra(
@@ -292,7 +313,12 @@ pub fn spectra(
     let n_pixels = wavelength.len();
     for panel in panels {
         check_len(path, &format!("flux of {}", panel.id), panel.flux, n_pixels)?;
-        check_len(path, &format!("model of {}", panel.id), panel.model, n_pixels)?;
+        check_len(
+            path,
+            &format!("model of {}", panel.id),
+            panel.model,
+            n_pixels,
+        )?;
         if let Some(err) = panel.flux_err {
             check_len(path, &format!("flux_err of {}", panel.id), err, n_pixels)?;
         }
@@ -317,7 +343,7 @@ pub fn spectra(
     render(path, size, &figure)
 }
 
-/// What one call draws, so that one generic function draws it on either backend.
+/// A figure and its inputs, so that one generic function draws it on either backend.
 enum Figure<'a, 'b> {
     OneToOne {
         labels: &'a [LabelPanel<'b>],
@@ -384,7 +410,9 @@ fn draw_loss<DB: DrawingBackend>(
     series: &[(&str, &[f64])],
     scale: &LossScale,
 ) -> Result<(), String> {
-    let LossScale { min, epsilon, x_hi, .. } = *scale;
+    let LossScale {
+        min, epsilon, x_hi, ..
+    } = *scale;
     let y_title = format!("loss − min(loss) + {}", format_sig(epsilon));
     let mut chart = ChartBuilder::on(root)
         .margin(16)
@@ -415,7 +443,9 @@ fn draw_loss<DB: DrawingBackend>(
                 .draw_series(run_series(run, colour.stroke_width(2)))
                 .map_err(draw_err)?;
             if j == 0 {
-                drawn.label(*name).legend(move |(x, y)| legend_line(x, y, colour));
+                drawn
+                    .label(*name)
+                    .legend(move |(x, y)| legend_line(x, y, colour));
             }
         }
     }
@@ -491,15 +521,22 @@ fn draw_one_to_one_panel<DB: DrawingBackend>(
         });
         chart.draw_series(bars).map_err(draw_err)?;
     }
-    let radius = if pairs.len() > 2000 { 1 } else { 2 };
+    // Smaller, fainter points when there are many, so that density still shows.
+    let (radius, opacity) = if pairs.len() > 2000 {
+        (1, 0.35)
+    } else {
+        (2, 0.7)
+    };
     let points = pairs
         .iter()
-        .map(|&(_, c, p)| Circle::new((c, p), radius, colour.mix(0.7).filled()));
+        .map(|&(_, c, p)| Circle::new((c, p), radius, colour.mix(opacity).filled()));
     chart.draw_series(points).map_err(draw_err)?;
 
-    // Statistics in the upper left corner of the plotting area.
-    let plot = chart.plotting_area();
-    let (x0, y0) = plot.get_base_pixel();
+    // Statistics in the upper left corner of the plotting area. Text drawn on `area` is
+    // placed relative to the corner of `area`, not of the figure.
+    let (plot_x, plot_y) = chart.plotting_area().get_base_pixel();
+    let (area_x, area_y) = area.get_base_pixel();
+    let (x0, y0) = (plot_x - area_x, plot_y - area_y);
     let line_px = NOTE_PX as i32 + 4;
     let lines = stats_lines(&stats);
     let widest = lines
@@ -509,8 +546,11 @@ fn draw_one_to_one_panel<DB: DrawingBackend>(
         .unwrap_or(0);
     let corner = (x0 + 2, y0 + 2);
     let opposite = (x0 + 14 + widest, y0 + 10 + lines.len() as i32 * line_px);
-    area.draw(&Rectangle::new([corner, opposite], WHITE.mix(0.85).filled()))
-        .map_err(draw_err)?;
+    area.draw(&Rectangle::new(
+        [corner, opposite],
+        WHITE.mix(0.85).filled(),
+    ))
+    .map_err(draw_err)?;
     for (k, line) in lines.iter().enumerate() {
         let position = (x0 + 8, y0 + 6 + k as i32 * line_px);
         area.draw(&Text::new(line.clone(), position, font(NOTE_PX)))
@@ -526,7 +566,7 @@ fn draw_spectrum_panel<DB: DrawingBackend>(
     (wavelength_title, flux_title): (&str, &str),
     panel: &SpectrumPanel<'_>,
 ) -> Result<(), String> {
-    // A pixel is masked when its wavelength is not finite or its error says so.
+    // A pixel is masked when its wavelength is not finite or its error marks it missing.
     let masked = |k: usize| {
         !wavelength[k].is_finite()
             || panel
@@ -534,7 +574,12 @@ fn draw_spectrum_panel<DB: DrawingBackend>(
                 .is_some_and(|e| !(e[k].is_finite() && e[k] > 0.0))
     };
     let observed: Vec<(f64, f64)> = (0..wavelength.len())
-        .map(|k| (wavelength[k], if masked(k) { f64::NAN } else { panel.flux[k] }))
+        .map(|k| {
+            (
+                wavelength[k],
+                if masked(k) { f64::NAN } else { panel.flux[k] },
+            )
+        })
         .collect();
     let model: Vec<(f64, f64)> = (0..wavelength.len())
         .map(|k| (wavelength[k], panel.model[k]))
@@ -559,7 +604,7 @@ fn draw_spectrum_panel<DB: DrawingBackend>(
     let body_height = body.dim_in_pixel().1 as i32;
     let (upper, lower) = body.split_vertically(body_height * 68 / 100);
 
-    // The flux panel: no x tick labels, the residual strip below carries them.
+    // The flux panel has no x tick labels, because the residual strip below has them.
     let flux_values = observed.iter().chain(&model).map(|(_, f)| *f);
     let y_range = padded_range(flux_values, 0.05).unwrap_or(0.0..1.0);
     let y_label_px = 80;
@@ -581,14 +626,19 @@ fn draw_spectrum_panel<DB: DrawingBackend>(
         .map_err(draw_err)?;
 
     let model_colour = PALETTE[1];
-    let curves = [("observed", &observed, OBSERVED), ("model", &model, model_colour)];
+    let curves = [
+        ("observed", &observed, OBSERVED),
+        ("model", &model, model_colour),
+    ];
     for (name, points, colour) in curves {
         for (j, run) in finite_runs(points.iter().copied()).into_iter().enumerate() {
             let drawn = chart
                 .draw_series(run_series(run, colour.stroke_width(1)))
                 .map_err(draw_err)?;
             if j == 0 {
-                drawn.label(name).legend(move |(x, y)| legend_line(x, y, colour));
+                drawn
+                    .label(name)
+                    .legend(move |(x, y)| legend_line(x, y, colour));
             }
         }
     }
@@ -609,7 +659,7 @@ fn draw_spectrum_panel<DB: DrawingBackend>(
         .fold(0.0, f64::max);
     let half = if largest > 0.0 { largest * 1.1 } else { 1.0 };
     let residual_title = if panel.flux_err.is_some() {
-        "(obs − model) / σ"
+        "(obs − model)/σ"
     } else {
         "obs − model"
     };
@@ -729,8 +779,8 @@ impl Format {
     }
 }
 
-/// A hidden file next to `path`, unique within this process, ending in the format's
-/// extension (the PNG encoder picks its format from it).
+/// Builds a hidden file name next to `path`, unique within this process. It ends in the
+/// format's extension, because the PNG encoder picks its format from the extension.
 fn temporary_path(dir: &Path, path: &Path, format: Format) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let stem = path
@@ -778,8 +828,8 @@ fn check_len(path: &Path, what: &str, values: &[f64], expected: usize) -> Result
     })
 }
 
-/// The range of the finite values widened by `pad` of its width on each side; a
-/// single value gets a range of ±1 % (±1 at zero). `None` when no value is finite.
+/// Returns the range of the finite values, widened by `pad` times its width on each side.
+/// A single value gets ±1 % of itself (±1 at zero), and no finite value gives `None`.
 fn padded_range(values: impl Iterator<Item = f64>, pad: f64) -> Option<std::ops::Range<f64>> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
@@ -813,8 +863,8 @@ fn finite_runs(points: impl Iterator<Item = (f64, f64)>) -> Vec<Vec<(f64, f64)>>
     runs
 }
 
-/// A run of finite points as a line, or as a dot when it is a single point (a pixel
-/// between two missing ones).
+/// Builds a line through a run of finite points, or a dot when the run is a single point
+/// (a pixel between two missing ones).
 fn run_series<DB: DrawingBackend>(
     run: Vec<(f64, f64)>,
     style: ShapeStyle,
@@ -826,7 +876,7 @@ fn run_series<DB: DrawingBackend>(
     vec![PathElement::new(run, style).into_dyn()]
 }
 
-/// The legend sample of a line: wider than the lines it names, so that it tells apart.
+/// Builds the legend sample of a line, drawn wider than the line so that it stands out.
 fn legend_line<DB: DrawingBackend>(
     x: i32,
     y: i32,
@@ -835,15 +885,19 @@ fn legend_line<DB: DrawingBackend>(
     PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(3)).into_dyn()
 }
 
-/// Tick label: at most four decimals, trailing zeros dropped; scientific notation with
-/// two significant digits outside [1e-4, 1e6).
+/// Formats a tick label with at most four decimals and no trailing zeros. Outside
+/// [1e-4, 1e6) it uses scientific notation with two significant digits.
 fn format_tick(x: f64) -> String {
     if x != 0.0 && (x.abs() >= 1e6 || x.abs() < 1e-4) {
         return format!("{x:.1e}").replace(".0e", "e");
     }
     let text = format!("{x:.4}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" { "0".to_string() } else { text.to_string() }
+    if text == "-0" {
+        "0".to_string()
+    } else {
+        text.to_string()
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

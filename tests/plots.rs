@@ -9,9 +9,12 @@ use lux::plot::{
     spectra, stats_lines,
 };
 
-/// A fresh, empty directory for one test, kept under the target directory for viewing.
+/// Creates an empty directory for one test under the target directory, where the files
+/// stay for viewing.
 fn out_dir(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plots").join(test);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("plots")
+        .join(test);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -20,13 +23,18 @@ fn out_dir(test: &str) -> PathBuf {
 /// Decodes a PNG and returns it as RGB.
 fn decode_png(path: &Path) -> image::RgbImage {
     let bytes = fs::read(path).unwrap();
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
     image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
         .unwrap()
         .to_rgb8()
 }
 
-/// Pixels where blue exceeds red by more than 60: the points and error bars.
+/// Counts the pixels where blue exceeds red by more than 60 (points and error bars).
 fn count_blue(image: &image::RgbImage) -> usize {
     image
         .pixels()
@@ -34,19 +42,19 @@ fn count_blue(image: &image::RgbImage) -> usize {
         .count()
 }
 
-/// Pixels of exactly this colour.
+/// Counts the pixels of exactly this colour.
 fn count_colour(image: &image::RgbImage, rgb: [u8; 3]) -> usize {
     image.pixels().filter(|p| p.0 == rgb).count()
 }
 
-/// Dark pixels (text, axes, black lines) in a rectangle.
+/// Counts the dark pixels (text, axes, black lines) in a rectangle.
 fn count_dark(image: &image::RgbImage, x: std::ops::Range<u32>, y: std::ops::Range<u32>) -> usize {
     y.flat_map(|j| x.clone().map(move |i| (i, j)))
         .filter(|&(i, j)| image.get_pixel(i, j).0.iter().all(|&c| c < 100))
         .count()
 }
 
-/// Files left in a directory, sorted.
+/// Lists the file names in a directory, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -77,7 +85,8 @@ fn stats_known_residuals() {
 
     let none = label_stats(&[f64::NAN], &[1.0]);
     assert_eq!((none.n, none.skipped), (0, 1));
-    assert!(none.bias.is_nan() && none.rmse.is_nan());
+    assert!(none.bias.is_nan());
+    assert!(none.rmse.is_nan());
 }
 
 #[test]
@@ -93,7 +102,12 @@ fn stats_text() {
     let lines = stats_lines(&label_stats(&CATALOGUE, &PREDICTED));
     assert_eq!(
         lines,
-        ["bias = 4.00", "RMSE = 5.10", "robust σ = 1.48", "N = 5 (1 NaN skipped)"]
+        [
+            "bias = 4.00",
+            "RMSE = 5.10",
+            "robust σ = 1.48",
+            "N = 5 (1 NaN skipped)"
+        ]
     );
 }
 
@@ -150,6 +164,73 @@ fn one_to_one_files() {
 }
 
 #[test]
+fn one_to_one_grid() {
+    let dir = out_dir("one_to_one_grid");
+    let n = 5000;
+    // A deterministic scatter about the truth: the fractional part of k × golden ratio.
+    let noise = |k: usize, scale: f64| scale * ((k as f64 * 0.618_034).fract() - 0.5);
+    let teff: Vec<f64> = (0..n)
+        .map(|k| 4000.0 + 2500.0 * noise(7 * k, 1.0))
+        .collect();
+    let logg: Vec<f64> = (0..n).map(|k| 2.5 + 2.0 * noise(11 * k, 1.0)).collect();
+    let feh: Vec<f64> = (0..n).map(|k| -0.5 + 1.5 * noise(13 * k, 1.0)).collect();
+    let alpha: Vec<f64> = (0..n).map(|k| 0.1 + 0.3 * noise(17 * k, 1.0)).collect();
+    let predict = |truth: &[f64], scale: f64| -> Vec<f64> {
+        (0..n)
+            .map(|k| truth[k] + noise(31 * k + 3, scale))
+            .collect()
+    };
+    let (teff_p, logg_p, feh_p, alpha_p) = (
+        predict(&teff, 200.0),
+        predict(&logg, 0.3),
+        predict(&feh, 0.15),
+        predict(&alpha, 0.05),
+    );
+    let teff_err = vec![60.0; n];
+    let panel = |name, catalogue, predicted, predicted_err| LabelPanel {
+        name,
+        catalogue,
+        predicted,
+        predicted_err,
+    };
+    let labels = [
+        panel("Teff (K)", &teff[..], &teff_p[..], Some(&teff_err[..])),
+        panel("log g (dex)", &logg[..], &logg_p[..], None),
+        panel("[Fe/H]", &feh[..], &feh_p[..], None),
+        panel("[α/Fe]", &alpha[..], &alpha_p[..], None),
+    ];
+
+    one_to_one(dir.join("grid.png"), &labels).unwrap();
+    one_to_one(dir.join("grid.svg"), &labels).unwrap();
+
+    // Three panels of 480 px to a row: two rows. Each panel's statistics lie in the
+    // upper left quarter of its own cell.
+    assert_eq!(decode_png(&dir.join("grid.png")).dimensions(), (1440, 960));
+    let svg = fs::read_to_string(dir.join("grid.svg")).unwrap();
+    for (k, label) in labels.iter().enumerate() {
+        let stats = label_stats(label.catalogue, label.predicted);
+        let (left, top) = (480 * (k as i32 % 3), 480 * (k as i32 / 3));
+        for line in &stats_lines(&stats)[..3] {
+            let (x, y) = text_position(&svg, line).expect(line);
+            assert!((left..left + 240).contains(&x), "{line:?} at x = {x}");
+            assert!((top..top + 240).contains(&y), "{line:?} at y = {y}");
+        }
+    }
+}
+
+/// Finds the anchor of the SVG text element whose whole content is `text`.
+fn text_position(svg: &str, text: &str) -> Option<(i32, i32)> {
+    let lines: Vec<&str> = svg.lines().collect();
+    let k = lines.iter().position(|l| l.trim() == text)?;
+    let attribute = |name: &str| -> Option<i32> {
+        let start = lines[k - 1].find(&format!(" {name}=\""))? + name.len() + 3;
+        let end = start + lines[k - 1][start..].find('"')?;
+        lines[k - 1][start..end].parse().ok()
+    };
+    Some((attribute("x")?, attribute("y")?))
+}
+
+#[test]
 fn loss_files() {
     let dir = out_dir("loss");
     let wls = [-100.0, -150.0, -180.0, -190.0, -190.5, -190.9];
@@ -168,20 +249,25 @@ fn loss_files() {
 
     // min = -190.9 and max = -50, so ε = 1e-6 × 140.9.
     let svg = fs::read_to_string(dir.join("loss.svg")).unwrap();
-    for text in ["iteration", "loss − min(loss) + 1.41e-4", "BlockWls", "Adam"] {
+    for text in [
+        "iteration",
+        "loss − min(loss) + 1.41e-4",
+        "BlockWls",
+        "Adam",
+    ] {
         assert!(has_text(&svg, text), "SVG lacks {text:?}");
     }
-    // The NaN splits Adam's curve in two; BlockWls is one line.
+    // The NaN splits Adam's curve in two, and BlockWls is one line.
     assert_eq!(polylines(&svg, "#D62728", "2"), 2);
     assert_eq!(polylines(&svg, "#1F77B4", "2"), 1);
 }
 
-/// Whether an SVG has a text element whose whole content is `text`.
+/// Checks whether an SVG has a text element whose whole content is `text`.
 fn has_text(svg: &str, text: &str) -> bool {
     svg.lines().any(|l| l.trim() == text)
 }
 
-/// Polylines of one stroke colour and width in an SVG.
+/// Counts the polylines of one stroke colour and width in an SVG.
 fn polylines(svg: &str, colour: &str, width: &str) -> usize {
     svg.lines()
         .filter(|l| l.contains("<polyline"))
@@ -228,7 +314,14 @@ fn spectra_files() {
     ];
 
     for name in ["spectra.png", "spectra.svg"] {
-        spectra(dir.join(name), &wavelength, "wavelength (Å)", "normalized flux", &panels).unwrap();
+        spectra(
+            dir.join(name),
+            &wavelength,
+            "wavelength (Å)",
+            "normalized flux",
+            &panels,
+        )
+        .unwrap();
     }
 
     let png = decode_png(&dir.join("spectra.png"));
@@ -242,16 +335,16 @@ fn spectra_files() {
         "wavelength (Å)",
         "normalized flux",
         "obs − model",
-        "(obs − model) / σ",
+        "(obs − model)/σ",
     ] {
         assert!(has_text(&svg, text), "SVG lacks {text:?}");
     }
 
     // Model lines: one run for star a, two for star b (NaN at pixel 150).
     assert_eq!(polylines(&svg, "#D62728", "1"), 3);
-    // Observed and residual lines: star a has a NaN flux at pixel 50 (2 + 2 runs); star b
-    // is masked at pixels 20 and 21, and its residual also stops at the model's NaN at
-    // pixel 150 (2 + 3 runs).
+    // Observed and residual lines. Star a has a NaN flux at pixel 50 (2 + 2 runs). Star b
+    // is masked at pixels 20 and 21 (2 observed runs), and its residual also stops at the
+    // model's NaN at pixel 150 (3 runs).
     assert_eq!(polylines(&svg, "#191919", "1"), 9);
 }
 
@@ -262,8 +355,14 @@ fn missing_directory_error() {
     let losses = [3.0, 2.0, 1.0];
 
     let error = loss_history(&path, &[("fit", &losses[..])]).unwrap_err();
-    assert!(matches!(error, PlotError::MissingDirectory { .. }), "{error:?}");
-    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+    assert!(
+        matches!(error, PlotError::MissingDirectory { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
     assert!(listing(&dir).is_empty());
 }
 
@@ -292,10 +391,23 @@ fn failed_write_leaves_nothing() {
         predicted_err: None,
     };
     let error = one_to_one(&old, &[panel]).unwrap_err();
-    assert!(matches!(error, PlotError::LengthMismatch { got: 1, expected: 2, .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            PlotError::LengthMismatch {
+                got: 1,
+                expected: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert_eq!(fs::read_to_string(&old).unwrap(), "old figure");
 
     let error = loss_history(dir.join("loss.pdf"), &[("fit", &losses[..])]).unwrap_err();
-    assert!(matches!(error, PlotError::UnsupportedFormat { .. }), "{error:?}");
+    assert!(
+        matches!(error, PlotError::UnsupportedFormat { .. }),
+        "{error:?}"
+    );
     assert_eq!(listing(&dir), ["old.svg", "taken.png", "taken.svg"]);
 }
