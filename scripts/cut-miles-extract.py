@@ -7,9 +7,9 @@
 Picks 300 stars with Teff, log g and [Fe/H] all known, with a fixed seed, plus a few
 stars with missing labels, and keeps pixels FIRST_PIXEL .. FIRST_PIXEL + N_PIXELS - 1
 (0-based) of each spectrum. The files keep the formats of the originals: each spectrum
-is a 1-D FITS image, BITPIX -64, its header copied card by card with NAXIS1 and CRVAL1
-changed for the window and one HISTORY card added; MILES_params.db keeps its comment
-lines and the original lines of the chosen stars, in the original order.
+is a 1-D FITS image, BITPIX -64. Its header is copied card by card, with NAXIS1 and
+CRVAL1 changed for the window and one HISTORY card added. MILES_params.db keeps its
+comment lines and the original lines of the chosen stars, in the original order.
 
 Only the Python standard library is used.
 """
@@ -32,7 +32,7 @@ MISSING_OTHER = "9999"
 
 
 def cards(data: bytes) -> list[str]:
-    """The 80-character cards of the first header, up to and without END."""
+    """Return the 80-character cards of the first header, up to and without END."""
     out = []
     for i in range(0, len(data) - 79, 80):
         card = data[i : i + 80].decode("ascii")
@@ -47,7 +47,7 @@ def value(card: str) -> str:
 
 
 def with_value(card: str, new: str) -> str:
-    """The card with its value replaced, right-justified in columns 11-30."""
+    """Return the card with its value replaced, right-justified in columns 11-30."""
     comment = card[30:]
     return (card[:10] + new.rjust(20) + comment).ljust(80)[:80]
 

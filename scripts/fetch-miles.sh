@@ -26,10 +26,10 @@ if [[ -f "$stamp" ]]; then
     expected="$(sed -n 's/^files: //p' "$stamp")"
     found="$(find "$dest" -type f ! -name .fetched-from | wc -l | tr -d ' ')"
     if [[ -n "$expected" && "$found" == "$expected" ]]; then
-        echo "fetch-miles: $dest already holds the $found files of $package; nothing to do"
+        echo "fetch-miles: $dest already contains the $found files of $package; nothing to do"
         exit 0
     fi
-    echo "fetch-miles: $dest holds $found files, $expected expected; fetching again"
+    echo "fetch-miles: $dest contains $found files, $expected expected; fetching again"
 elif [[ -e "$dest" && -n "$(ls -A "$dest" 2>/dev/null || echo file)" ]]; then
     fail "$dest exists and was not written by this script; move it away or give another DEST"
 fi

@@ -276,7 +276,9 @@ fn table_file() -> Vec<u8> {
         card("TZERO5", "10.0"),
         card("TNULL5", "-1"),
     ]));
-    let rows: [(&[u8; 8], f64, [f32; 3], [f64; 3], i32); 2] = [
+    // ID, TEFF, FLUX, WAVE, N.
+    type Row = (&'static [u8; 8], f64, [f32; 3], [f64; 3], i32);
+    let rows: [Row; 2] = [
         (
             b"m0001V  ",
             5305.0,
@@ -575,11 +577,11 @@ fn normalize_continuum_recovers() {
 
     let continuum = fit.continuum(wavelength.view(), flux.view()).unwrap();
 
-    // Noise-free: the clipped fit finds the continuum under 40 lines to 0.3%.
+    // Noise-free: the clipped fit finds the continuum under 40 lines to 1e-4 (measured 9e-6).
     let worst = (&continuum / &truth - 1.0)
         .mapv(f64::abs)
         .fold(0.0_f64, |a, &b| a.max(b));
-    assert!(worst < 3e-3, "worst relative error {worst}");
+    assert!(worst < 1e-4, "worst relative error {worst}");
 
     // An unclipped fit of the same degree is pulled down by the lines, far past that.
     let unclipped = ContinuumFit {

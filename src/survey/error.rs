@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 /// Why a survey file could not be read, or an operation on spectra or labels could not run.
 ///
-/// Every variant that comes from a file names it, so a message read in a log says which
-/// of hundreds of files is at fault.
+/// Every variant that comes from a file names it, so a message in a log names the one
+/// file at fault among hundreds.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SurveyError {
@@ -37,8 +37,8 @@ pub enum SurveyError {
     )]
     NotOneDimensional { path: PathBuf, shape: Vec<u64> },
 
-    /// No HDU of the file holds an image.
-    #[error("{}: no HDU holds image data; a spectrum must be a 1-D image", path.display())]
+    /// No HDU of the file contains an image.
+    #[error("{}: no HDU contains image data; a spectrum must be a 1-D image", path.display())]
     NoImage { path: PathBuf },
 
     /// No HDU of the file is a binary table.
@@ -59,7 +59,7 @@ pub enum SurveyError {
     #[error("{}: unsupported wavelength axis: {detail}", path.display())]
     UnsupportedWcs { path: PathBuf, detail: String },
 
-    /// A column that is not in the table was asked for.
+    /// The requested column is not in the table.
     #[error(
         "{}: no column `{column}`; the columns present are: {}",
         path.display(),
@@ -71,7 +71,7 @@ pub enum SurveyError {
         present: Vec<String>,
     },
 
-    /// A column exists, but is not of the kind asked for (text where numbers are needed).
+    /// The column exists but is of the wrong kind (text where numbers are needed).
     #[error("{}: column `{column}` {problem}", path.display())]
     BadColumn {
         path: PathBuf,
@@ -132,7 +132,7 @@ pub enum SurveyError {
         reason: &'static str,
     },
 
-    /// Assumed label errors were asked for a column that has no rule.
+    /// A label column has no rule for its assumed error.
     #[error(
         "no assumed error for label `{column}`; rules are given for: {}; add one for `{column}`",
         List(present)

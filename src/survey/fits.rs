@@ -1,8 +1,8 @@
 //! FITS input: 1-D spectra with a linear wavelength solution, and binary tables.
 //!
-//! Parsing is done by the pure-Rust `fitsrs` crate; this module adds what spectra need
-//! on top of it: the wavelength of every pixel from the header, `BSCALE`/`BZERO`,
-//! `BLANK`, `TSCALn`/`TZEROn`/`TNULLn`, and errors that name the file.
+//! The pure-Rust `fitsrs` crate parses headers and data. This module adds what spectra
+//! need: the wavelength of every pixel from the header, `BSCALE`/`BZERO`, `BLANK`,
+//! `TSCALn`/`TZEROn`/`TNULLn`, and errors that name the file.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub struct Spectrum {
     pub flux: Array1<f64>,
 }
 
-/// Reads a 1-D spectrum from the first HDU that holds an image.
+/// Reads a 1-D spectrum from the first HDU that contains an image.
 ///
 /// The wavelength of pixel `i` (0-based) is
 /// `CRVAL1 + CDELT1 * (i + 1 - CRPIX1)`, with `CD1_1` in place of `CDELT1` when
@@ -87,7 +87,8 @@ pub fn read_spectrum(path: &Path) -> Result<Spectrum, SurveyError> {
     Err(SurveyError::NoImage { path: path.into() })
 }
 
-/// The wavelength grid of a linear WCS in Å, after the checks listed at [`read_spectrum`].
+/// Computes the wavelength grid of a linear WCS in Å, with the checks listed at
+/// [`read_spectrum`].
 fn linear_wavelength<X>(
     path: &Path,
     header: &Header<X>,
@@ -184,7 +185,7 @@ impl FitsTable {
         self.columns.iter().map(|c| c.name.clone()).collect()
     }
 
-    /// The column named `name`, matched ignoring case as FITS does for `TTYPEn`.
+    /// Returns the column named `name`, matched ignoring case as FITS does for `TTYPEn`.
     pub fn column(&self, name: &str) -> Result<&TableColumn, SurveyError> {
         self.columns
             .iter()
@@ -196,20 +197,20 @@ impl FitsTable {
             })
     }
 
-    /// The numeric column named `name`, rows × repeat.
+    /// Returns the numeric column named `name`, rows × repeat.
     pub fn numeric(&self, name: &str) -> Result<&Array2<f64>, SurveyError> {
         match &self.column(name)?.data {
             ColumnData::Numeric(values) => Ok(values),
             ColumnData::Text(_) => Err(SurveyError::BadColumn {
                 path: self.path.clone(),
                 column: name.into(),
-                problem: "holds text; a numeric column is needed".into(),
+                problem: "contains text; a numeric column is needed".into(),
             }),
         }
     }
 
-    /// The character column named `name`; a numeric column with one value per row is
-    /// formatted as text, so integer ids work too.
+    /// Returns the character column named `name`. A numeric column with one value per row
+    /// is formatted as text, so integer ids work too.
     pub fn text(&self, name: &str) -> Result<Vec<String>, SurveyError> {
         match &self.column(name)?.data {
             ColumnData::Text(values) => Ok(values.clone()),

@@ -36,7 +36,7 @@ impl LabelTable {
         self.ids.len()
     }
 
-    /// Index of the column `name` (exact match).
+    /// Returns the index of the column `name` (exact match).
     pub fn index_of(&self, name: &str) -> Result<usize, SurveyError> {
         self.names
             .iter()
@@ -48,12 +48,12 @@ impl LabelTable {
             })
     }
 
-    /// The values of column `name`.
+    /// Returns the values of column `name`.
     pub fn column(&self, name: &str) -> Result<ArrayView1<'_, f64>, SurveyError> {
         Ok(self.values.column(self.index_of(name)?))
     }
 
-    /// A table with only the columns `names`, in that order.
+    /// Returns a table with only the columns `names`, in that order.
     pub fn select(&self, names: &[&str]) -> Result<LabelTable, SurveyError> {
         let indices = names
             .iter()
@@ -67,7 +67,7 @@ impl LabelTable {
         })
     }
 
-    /// Indices of the rows whose every label is finite.
+    /// Returns the indices of the rows whose every label is finite.
     pub fn complete_rows(&self) -> Vec<usize> {
         (0..self.n_rows())
             .filter(|&i| self.values.row(i).iter().all(|v| v.is_finite()))
@@ -187,8 +187,10 @@ pub fn read_label_csv(path: &Path, id_column: Option<&str>) -> Result<LabelTable
 ///
 /// A 1-D array is one column named after the array (the file stem for `.npy`, the
 /// archive member for `.npz`); a 2-D `N × k` array is `k` columns `name[0]`..`name[k-1]`.
-/// Every array must have the same number of rows. NumPy files carry no ids: the ids are
-/// the row numbers `0`, `1`, ..., so join such tables to spectra in the same order.
+/// Every array must have the same number of rows.
+///
+/// NOTE: NumPy files carry no ids, so the ids are the row numbers `0`, `1`, .... [`join`]
+/// matches no spectrum to them: line such tables up with spectra by row order instead.
 /// Values may be `f64`, `f32` or integers.
 pub fn read_label_npy(path: &Path) -> Result<LabelTable, SurveyError> {
     let npy_error = |message: String| SurveyError::Npy {
@@ -411,7 +413,7 @@ pub fn read_miles_params(path: &Path) -> Result<LabelTable, SurveyError> {
     Ok(table)
 }
 
-/// The labels of each spectrum, row by row in the order of `spectra.ids`.
+/// Returns the labels of each spectrum, row by row in the order of `spectra.ids`.
 ///
 /// A spectrum matches the label row whose id equals its id, or, failing that, equals
 /// the last `_`-separated part of its id, so `MILES_res2.50_star_m0272V` matches
