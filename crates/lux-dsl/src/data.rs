@@ -32,6 +32,7 @@ impl OutputData {
         errors: ArrayView2<f64>,
     ) -> Result<Self, DataError> {
         check_same_shape(name, "errors", &values, errors)?;
+        check_some_error_usable(name, &values, errors.iter().map(|&e| if e.is_finite() { e } else { f64::NAN }))?;
         let ivar = errors.mapv(|e| {
             let w = 1.0 / (e * e);
             if e.is_finite() && e > 0.0 && w.is_finite() && w > 0.0 {
@@ -53,6 +54,15 @@ impl OutputData {
         ivar: ArrayView2<f64>,
     ) -> Result<Self, DataError> {
         check_same_shape(name, "inverse variances", &values, ivar)?;
+        // An inverse variance w stands for the error 1/√w: 0 for an infinite error, +∞
+        // for a zero one.
+        let as_error = |&w: &f64| match w {
+            w if w == f64::INFINITY => 0.0,
+            w if w.is_finite() && w > 0.0 => w.sqrt().recip(),
+            w if w < 0.0 => -1.0,
+            _ => f64::NAN,
+        };
+        check_some_error_usable(name, &values, ivar.iter().map(as_error))?;
         let ivar = ivar.mapv(|w| if w.is_finite() && w > 0.0 { w } else { 0.0 });
         Self::cleaned(name, values, ivar)
     }
@@ -142,6 +152,40 @@ impl OutputData {
     fn select(&self, rows: &[usize]) -> Self {
         Self::summarized(self.values.select(Axis(0), rows), self.ivar.select(Axis(0), rows))
     }
+}
+
+/// Rejects an output whose values are measured but whose errors are all unusable (a
+/// column of zeros where errors were not known, say): fitting it would silently drop
+/// the whole output. An output whose values are all missing is allowed.
+///
+/// `errors` yields each element's error, NaN for a non-finite one.
+fn check_some_error_usable(name: &str, values: &Array2<f64>, errors: impl Iterator<Item = f64>) -> Result<(), DataError> {
+    let (mut finite_values, mut usable, mut zero, mut negative, mut non_finite) = (0, 0, 0, 0, 0);
+    for (&v, e) in values.iter().zip(errors) {
+        if !v.is_finite() {
+            continue;
+        }
+        finite_values += 1;
+        if e.is_nan() {
+            non_finite += 1;
+        } else if e == 0.0 {
+            zero += 1;
+        } else if e < 0.0 {
+            negative += 1;
+        } else {
+            usable += 1;
+        }
+    }
+    if finite_values > 0 && usable == 0 {
+        return Err(DataError::NoUsableErrors {
+            output: name.to_string(),
+            finite_values,
+            zero,
+            negative,
+            non_finite,
+        });
+    }
+    Ok(())
 }
 
 fn check_same_shape(

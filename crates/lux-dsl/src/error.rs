@@ -107,16 +107,25 @@ pub enum DataError {
     DuplicateOutput { name: String },
 
     #[error(
-        "output `{output}`: column {column} has scale {scale:e}, too small to divide by; drop the column or mask it"
+        "output `{output}`: {} column(s) cannot be standardized: {}; drop or mask these columns",
+        problems.len(),
+        list_problems(problems)
     )]
-    ZeroScale {
+    DegenerateColumns {
         output: String,
-        column: usize,
-        scale: f64,
+        problems: Vec<ColumnProblem>,
     },
 
-    #[error("output `{output}`: column {column} has no finite measurement, so its shift and scale are undefined; drop the column")]
-    EmptyColumn { output: String, column: usize },
+    #[error(
+        "output `{output}` has {finite_values} finite values but no usable error: of its errors {zero} are zero, {negative} negative and {non_finite} non-finite (an inverse variance of 0 counts as an infinite error); give 1-sigma errors > 0, or leave the output out of the data set if it was not measured"
+    )]
+    NoUsableErrors {
+        output: String,
+        finite_values: usize,
+        zero: usize,
+        negative: usize,
+        non_finite: usize,
+    },
 
     #[error(
         "{count} objects have no measurement at all (first: row {first}) and `{latent}` has a flat prior, so their latents are undefined; drop those rows or give the latents a Normal prior"
@@ -199,4 +208,51 @@ pub enum DataError {
         name: String,
         message: String,
     },
+}
+
+/// Why one column of an output cannot be shifted and scaled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnProblem {
+    /// Every observed value is exactly `value`.
+    Constant { column: usize, value: f64 },
+    /// The robust scale is zero: the lower and upper percentiles are both `value`,
+    /// because most observed values are equal.
+    ZeroPercentileRange { column: usize, value: f64 },
+    /// The scale is zero or below 1e-12 of the largest observed magnitude, so
+    /// dividing by it amplifies rounding error.
+    TinyScale { column: usize, scale: f64, magnitude: f64 },
+}
+
+impl ColumnProblem {
+    /// Returns the column index.
+    pub fn column(&self) -> usize {
+        match *self {
+            Self::Constant { column, .. } | Self::ZeroPercentileRange { column, .. } | Self::TinyScale { column, .. } => column,
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::Constant { column, value } => write!(f, "column {column} is constant (every observed value is {value})"),
+            Self::ZeroPercentileRange { column, value } => write!(
+                f,
+                "column {column} has a robust scale of 0 (its 16th and 84th percentiles are both {value})"
+            ),
+            Self::TinyScale { column, scale, magnitude } => {
+                write!(f, "column {column} has scale {scale:e} against values up to {magnitude:e}")
+            }
+        }
+    }
+}
+
+/// Lists the first problems of a column report, then how many more there are.
+fn list_problems(problems: &[ColumnProblem]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = problems.iter().take(SHOWN).map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    if problems.len() > SHOWN {
+        text.push_str(&format!(" and {} more (columns {:?})", problems.len() - SHOWN, problems[SHOWN..].iter().map(ColumnProblem::column).collect::<Vec<_>>()));
+    }
+    text
 }

@@ -18,7 +18,7 @@ pub mod structure;
 
 pub use autodiff::Gradient;
 pub use data::{Dataset, OutputData};
-pub use error::{DataError, GraphError};
+pub use error::{ColumnProblem, DataError, GraphError};
 pub use eval::{LossTerms, poly_features, poly_monomials};
 pub use graph::{Expr, ExprId, LatentId, LatentNode, Model, ModelBuilder, ObserveNode, ParamId, ParamNode, poly_size};
 pub use params::Params;

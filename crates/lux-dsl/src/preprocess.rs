@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 use crate::data::{Dataset, OutputData};
-use crate::error::DataError;
+use crate::error::{ColumnProblem, DataError};
 
-/// A scale below this fraction of `max(1, |shift|)` is treated as zero.
+/// A scale below this fraction of the column's largest observed magnitude is too small
+/// to divide by: the standardized values would be mostly rounding error.
 const MIN_RELATIVE_SCALE: f64 = 1e-12;
 
 /// Lower and upper percentiles whose half range is the robust scale.
@@ -27,19 +28,29 @@ pub struct ShiftScale {
 struct Columns {
     shift: Array1<f64>,
     scale: Array1<f64>,
+    /// Columns without any observed element, given shift 0 and scale 1.
+    empty: Vec<usize>,
 }
 
 impl ShiftScale {
     /// Fits the mean and the population standard deviation (ddof = 0) of each column,
     /// over the observed elements (inverse variance > 0) of all rows.
+    ///
+    /// A column without any observed element gets shift 0 and scale 1 and is listed by
+    /// [`ShiftScale::empty_columns`]; it stays missing after [`ShiftScale::transform`].
+    /// Columns that are constant over their observed values, or whose scale is tiny
+    /// next to their values, fail together in one [`DataError::DegenerateColumns`].
     pub fn fit(data: &Dataset) -> Result<Self, DataError> {
-        Self::fit_with(data, mean_std)
+        Self::fit_with(data, false)
     }
 
     /// Fits the median and half the 16–84 percentile range of each column, over the
     /// observed elements; percentiles interpolate linearly between order statistics.
+    ///
+    /// Empty and degenerate columns are handled as in [`ShiftScale::fit`]. A column
+    /// whose values mostly coincide has a zero percentile range and fails too.
     pub fn fit_robust(data: &Dataset) -> Result<Self, DataError> {
-        Self::fit_with(data, median_half_range)
+        Self::fit_with(data, true)
     }
 
     /// Builds a scaler from saved constants: per output, the shift and scale vectors.
@@ -60,10 +71,24 @@ impl ShiftScale {
                     hint: "shift and scale need one entry per column",
                 });
             }
+            let mut problems = Vec::new();
             for (column, (&s, &c)) in shift.iter().zip(&scale).enumerate() {
-                check_column(&name, column, s, c)?;
+                check_finite(&name, column, s, c)?;
+                if let Some(problem) = scale_problem(column, c, s.abs()) {
+                    problems.push(problem);
+                }
             }
-            outputs.insert(name, Columns { shift, scale });
+            if !problems.is_empty() {
+                return Err(DataError::DegenerateColumns { output: name, problems });
+            }
+            outputs.insert(
+                name,
+                Columns {
+                    shift,
+                    scale,
+                    empty: Vec::new(),
+                },
+            );
         }
         Ok(Self { outputs })
     }
@@ -76,6 +101,11 @@ impl ShiftScale {
     /// Per-column shift of `output`, if the scaler was fitted on it.
     pub fn shift(&self, output: &str) -> Option<ArrayView1<'_, f64>> {
         self.outputs.get(output).map(|c| c.shift.view())
+    }
+
+    /// Columns of `output` that had no observed element when the scaler was fitted.
+    pub fn empty_columns(&self, output: &str) -> Option<&[usize]> {
+        self.outputs.get(output).map(|c| c.empty.as_slice())
     }
 
     /// Per-column scale of `output`, if the scaler was fitted on it.
@@ -137,15 +167,15 @@ impl ShiftScale {
         Ok(&errors * &columns.scale)
     }
 
-    fn fit_with(
-        data: &Dataset,
-        statistic: fn(&mut [f64]) -> (f64, f64),
-    ) -> Result<Self, DataError> {
+    fn fit_with(data: &Dataset, robust: bool) -> Result<Self, DataError> {
+        let statistic = if robust { median_half_range } else { mean_std };
         let mut outputs = BTreeMap::new();
         let mut observed = Vec::with_capacity(data.n_objects());
         for (name, output) in data.outputs() {
             let mut shift = Array1::zeros(output.size());
-            let mut scale = Array1::zeros(output.size());
+            let mut scale = Array1::ones(output.size());
+            let mut empty = Vec::new();
+            let mut problems = Vec::new();
             for column in 0..output.size() {
                 observed.clear();
                 let values = output.values().column(column);
@@ -157,19 +187,38 @@ impl ShiftScale {
                         .filter(|&(_, &w)| w > 0.0)
                         .map(|(&v, _)| v),
                 );
-                if observed.is_empty() {
-                    return Err(DataError::EmptyColumn {
-                        output: name.to_string(),
-                        column,
-                    });
-                }
+                let Some(&first) = observed.first() else {
+                    empty.push(column);
+                    continue;
+                };
 
+                // Constant means every value is equal, tested exactly: a spread of
+                // rounding size is caught by the relative-scale test below instead.
+                if observed.iter().all(|&v| v == first) {
+                    problems.push(ColumnProblem::Constant { column, value: first });
+                    continue;
+                }
+                let magnitude = observed.iter().fold(0.0f64, |m, v| m.max(v.abs()));
                 let (s, c) = statistic(&mut observed);
-                check_column(name, column, s, c)?;
+                check_finite(name, column, s, c)?;
+                if robust && c == 0.0 {
+                    problems.push(ColumnProblem::ZeroPercentileRange { column, value: s });
+                    continue;
+                }
+                if let Some(problem) = scale_problem(column, c, magnitude) {
+                    problems.push(problem);
+                    continue;
+                }
                 shift[column] = s;
                 scale[column] = c;
             }
-            outputs.insert(name.to_string(), Columns { shift, scale });
+            if !problems.is_empty() {
+                return Err(DataError::DegenerateColumns {
+                    output: name.to_string(),
+                    problems,
+                });
+            }
+            outputs.insert(name.to_string(), Columns { shift, scale, empty });
         }
         Ok(Self { outputs })
     }
@@ -208,7 +257,7 @@ impl Columns {
     }
 }
 
-fn check_column(output: &str, column: usize, shift: f64, scale: f64) -> Result<(), DataError> {
+fn check_finite(output: &str, column: usize, shift: f64, scale: f64) -> Result<(), DataError> {
     if !shift.is_finite() || !scale.is_finite() || scale < 0.0 {
         return Err(DataError::BadShiftScale {
             output: output.to_string(),
@@ -217,14 +266,17 @@ fn check_column(output: &str, column: usize, shift: f64, scale: f64) -> Result<(
             scale,
         });
     }
-    if scale < MIN_RELATIVE_SCALE * shift.abs().max(1.0) {
-        return Err(DataError::ZeroScale {
-            output: output.to_string(),
-            column,
-            scale,
-        });
-    }
     Ok(())
+}
+
+/// Returns the problem with dividing a column by `scale` when its values reach
+/// `magnitude`: a scale of zero, or one too small relative to the values.
+fn scale_problem(column: usize, scale: f64, magnitude: f64) -> Option<ColumnProblem> {
+    (scale == 0.0 || scale < MIN_RELATIVE_SCALE * magnitude).then_some(ColumnProblem::TinyScale {
+        column,
+        scale,
+        magnitude,
+    })
 }
 
 /// Computes the mean and population standard deviation, with compensated sums to limit
@@ -320,33 +372,70 @@ mod tests {
         assert!(close(scaler.scale("label").unwrap()[0], 34.0));
     }
 
-    #[test]
-    fn fit_zero_scale_rejected() {
-        let values = array![[1.0, 5.0], [2.0, 5.0]];
-        let err = ShiftScale::fit(&dataset("flux", values, Array2::ones((2, 2)))).unwrap_err();
-        assert!(
-            matches!(err, DataError::ZeroScale { ref output, column: 1, .. } if output == "flux"),
-            "{err}"
-        );
-
-        let step = 2.0_f64.powi(-26);
-        let values = array![[1e8], [1e8 + step]];
-        let err = ShiftScale::fit(&dataset("flux", values, Array2::ones((2, 1)))).unwrap_err();
-        assert!(
-            matches!(err, DataError::ZeroScale { column: 0, .. }),
-            "{err}"
-        );
+    /// Returns the columns a degenerate-column error lists for `output`.
+    fn degenerate(err: &DataError, output: &str) -> Vec<usize> {
+        match err {
+            DataError::DegenerateColumns { output: name, problems } if name == output => {
+                problems.iter().map(ColumnProblem::column).collect()
+            }
+            other => panic!("expected degenerate columns of `{output}`, got {other:?}"),
+        }
     }
 
     #[test]
-    fn fit_empty_column_rejected() {
+    fn fit_constant_columns_listed() {
+        let values = array![[1.0, 5.0, 0.0, 2.0], [2.0, 5.0, 0.0, 3.0], [4.0, 5.0, 0.0, 2.5]];
+        let err = ShiftScale::fit(&dataset("flux", values, Array2::ones((3, 4)))).unwrap_err();
+        assert_eq!(degenerate(&err, "flux"), [1, 2]);
+        let message = err.to_string();
+        assert!(message.contains("column 1 is constant (every observed value is 5)"), "{message}");
+        assert!(message.contains("column 2 is constant (every observed value is 0)"), "{message}");
+    }
+
+    #[test]
+    fn fit_tiny_scale_rejected() {
+        // A spread of one unit in the last place of 1e8 is real but too small to divide by.
+        let step = 2.0_f64.powi(-26);
+        let values = array![[1e8], [1e8 + step]];
+        let err = ShiftScale::fit(&dataset("flux", values, Array2::ones((2, 1)))).unwrap_err();
+        assert_eq!(degenerate(&err, "flux"), [0]);
+
+        // Small values with a proportionate spread are fine.
+        let values = array![[1e-20], [2e-20], [3e-20]];
+        let scaler = ShiftScale::fit(&dataset("flux", values, Array2::ones((3, 1)))).unwrap();
+        assert!(close(scaler.shift("flux").unwrap()[0] * 1e20, 2.0));
+    }
+
+    #[test]
+    fn fit_robust_zero_range_rejected() {
+        // Column 0 varies in 3 of 20 rows only: its 16–84 percentile range is zero. Its
+        // standard deviation is not, so the plain fit accepts it.
+        let mut values = Array2::from_elem((20, 2), 1.0);
+        values[[0, 0]] = 2.0;
+        values[[4, 0]] = -3.0;
+        values[[9, 0]] = 7.0;
+        for row in 0..20 {
+            values[[row, 1]] = row as f64;
+        }
+        let data = dataset("flux", values, Array2::ones((20, 2)));
+        let err = ShiftScale::fit_robust(&data).unwrap_err();
+        assert_eq!(degenerate(&err, "flux"), [0]);
+        assert!(err.to_string().contains("16th and 84th percentiles are both 1"), "{err}");
+        assert!(ShiftScale::fit(&data).is_ok());
+    }
+
+    #[test]
+    fn fit_empty_column_passes_through() {
         let values = array![[1.0, 5.0], [2.0, 6.0]];
         let errors = array![[1.0, 0.0], [1.0, f64::INFINITY]];
-        let err = ShiftScale::fit(&dataset("flux", values, errors)).unwrap_err();
-        assert!(
-            matches!(err, DataError::EmptyColumn { column: 1, .. }),
-            "{err}"
-        );
+        let data = dataset("flux", values, errors);
+        let scaler = ShiftScale::fit(&data).unwrap();
+        assert_eq!(scaler.empty_columns("flux").unwrap(), [1]);
+        assert_eq!(scaler.shift("flux").unwrap()[1], 0.0);
+        assert_eq!(scaler.scale("flux").unwrap()[1], 1.0);
+
+        let out = scaler.transform(&data).unwrap();
+        assert!(out.require("flux").unwrap().ivar().column(1).iter().all(|&w| w == 0.0));
     }
 
     #[test]
@@ -430,7 +519,7 @@ mod tests {
         ));
         assert!(matches!(
             ShiftScale::from_parts(parts(array![0.0], array![0.0])),
-            Err(DataError::ZeroScale { .. })
+            Err(DataError::DegenerateColumns { .. })
         ));
         assert!(matches!(
             ShiftScale::from_parts(parts(array![f64::NAN], array![1.0])),
