@@ -128,12 +128,21 @@ pub enum DataError {
     },
 
     #[error(
-        "{count} objects have no measurement at all (first: row {first}) and `{latent}` has a flat prior, so their latents are undefined; drop those rows or give the latents a Normal prior"
+        "{} objects have no measurement at all (rows {}) and `{latent}` has a flat prior, so their latents are undefined; drop those rows or give the latents a Normal prior",
+        rows.len(),
+        crate::coverage::list_indices(rows)
     )]
-    UnconstrainedObjects {
-        latent: String,
-        count: usize,
-        first: usize,
+    UnconstrainedObjects { latent: String, rows: Vec<usize> },
+
+    #[error(
+        "output `{output}`: {} columns are observed by no object (columns {}) and `{param}` has a flat prior, so its rows for them are undefined; drop those columns or give `{param}` a Normal prior",
+        columns.len(),
+        crate::coverage::list_indices(columns)
+    )]
+    UnconstrainedColumns {
+        output: String,
+        param: String,
+        columns: Vec<usize>,
     },
 
     #[error(

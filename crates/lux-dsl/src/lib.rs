@@ -5,6 +5,7 @@
 //! runtime API that the `lux_model!` macro emits calls to.
 
 pub mod autodiff;
+pub mod coverage;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -17,6 +18,7 @@ pub mod simulate;
 pub mod structure;
 
 pub use autodiff::Gradient;
+pub use coverage::{Coverage, OutputCoverage};
 pub use data::{Dataset, OutputData};
 pub use error::{ColumnProblem, DataError, GraphError};
 pub use eval::{LossTerms, poly_features, poly_monomials};

@@ -100,7 +100,8 @@ impl Engine for Adam {
         self.validate()?;
         let mut params = options.start(model, data, self.init_spread)?;
         let free = options.free(model)?;
-        check_coverage(model, data, &free)?;
+        let coverage = model.coverage(data);
+        check_coverage(model, &coverage, &free)?;
         let objective = Objective::new(model, data, free, self.backend);
         let mut state = AdamState::new(model, objective.free(), &params);
 
@@ -145,7 +146,8 @@ impl Engine for Adam {
                 },
                 reason: "Adam moves every free parameter together".to_string(),
             }],
-            warnings: crate::engine::coverage_warnings(model, data, objective.free()),
+            warnings: crate::engine::coverage_warnings(model, &coverage, objective.free()),
+            coverage,
             params,
         })
     }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use lux_dsl::{DataError, Dataset, Model, Params, Prior};
+use lux_dsl::coverage::list_indices;
+use lux_dsl::{Coverage, DataError, Dataset, Model, Params, Prior};
 use ndarray::{Array2, ArrayD, Dimension};
 
 use crate::error::FitError;
@@ -133,12 +134,13 @@ impl FitOptions {
     }
 }
 
-/// Lists what the data leave to the priors alone: objects without any observed element,
-/// and output elements (columns) that no object observes. Their values come from the
-/// priors, which is well defined but worth knowing before reading the fit.
-pub(crate) fn coverage_warnings(model: &Model, data: &Dataset, free: &Free) -> Vec<String> {
+/// Lists what the data leave to the priors alone: outputs absent from the data whose
+/// parameters are free, objects without any observed element, and output elements
+/// (columns) that no object observes.
+pub(crate) fn coverage_warnings(model: &Model, coverage: &Coverage, free: &Free) -> Vec<String> {
     let mut warnings = Vec::new();
-    for obs in model.observes().iter().filter(|o| data.output(&o.name).is_none()) {
+    for name in &coverage.absent {
+        let obs = model.observe(name).expect("coverage lists model outputs");
         let moved: Vec<String> = model
             .params_of(obs.mean)
             .into_iter()
@@ -147,64 +149,68 @@ pub(crate) fn coverage_warnings(model: &Model, data: &Dataset, free: &Free) -> V
             .collect();
         if !moved.is_empty() {
             warnings.push(format!(
-                "output `{}` is absent from the data, so {} keep their starting values or follow their priors",
-                obs.name,
+                "output `{name}` is absent from the data, so {} keep their starting values or follow their priors",
                 moved.join(", ")
             ));
         }
     }
-    let outputs: Vec<(&str, &lux_dsl::OutputData)> = model
-        .observes()
-        .iter()
-        .filter_map(|o| data.output(&o.name).map(|out| (o.name.as_str(), out)))
-        .collect();
-
-    let empty_rows: Vec<usize> = (0..data.n_objects())
-        .filter(|&n| outputs.iter().all(|(_, out)| !out.row_observed(n)))
-        .collect();
-    if let Some(first) = empty_rows.first() {
+    if !coverage.empty_objects.is_empty() && free.latents {
         warnings.push(format!(
-            "{} objects have no observed element (first: row {first}); their latents come from the prior alone",
-            empty_rows.len()
+            "{} objects have no observed element (rows {}); their latents are fitted from the prior alone",
+            coverage.empty_objects.len(),
+            list_indices(&coverage.empty_objects)
         ));
     }
-    for (name, out) in outputs {
-        let empty_columns: Vec<usize> = (0..out.size())
-            .filter(|&p| out.ivar().column(p).iter().all(|&w| w <= 0.0))
-            .collect();
-        if let Some(first) = empty_columns.first() {
-            warnings.push(format!(
-                "output `{name}`: {} elements are observed by no object (first: column {first}); their parameters come from the prior alone",
-                empty_columns.len()
-            ));
-        }
+    for out in coverage.outputs.iter().filter(|o| !o.empty_columns.is_empty()) {
+        warnings.push(format!(
+            "output `{}`: {} elements are observed by no object (columns {}); their parameters are fitted from the prior alone",
+            out.name,
+            out.empty_columns.len(),
+            list_indices(&out.empty_columns)
+        ));
     }
     warnings
 }
 
-/// Checks that every object whose latents are free is constrained by data or by a
-/// proper prior: an object without any observed element and a latent with a flat
-/// prior is an error naming the first such row.
-pub(crate) fn check_coverage(model: &Model, data: &Dataset, free: &Free) -> Result<(), FitError> {
-    let Some(flat) = model.latents().iter().find(|l| matches!(l.prior, Prior::Flat)) else {
-        return Ok(());
-    };
-    if !free.latents {
-        return Ok(());
-    }
-    let outputs: Vec<_> = model.observes().iter().filter_map(|o| data.output(&o.name)).collect();
-    let empty: Vec<usize> = (0..data.n_objects())
-        .filter(|&n| outputs.iter().all(|out| !out.row_observed(n)))
-        .collect();
-    match empty.first() {
-        Some(&first) => Err(DataError::UnconstrainedObjects {
-            latent: flat.name.clone(),
-            count: empty.len(),
-            first,
+/// Rejects a fit in which data and priors together leave something undefined: free
+/// latents of an object without any observed element under a flat latent prior, or a
+/// free flat-prior parameter row that predicts a column no object observes.
+pub(crate) fn check_coverage(model: &Model, coverage: &Coverage, free: &Free) -> Result<(), FitError> {
+    if free.latents && !coverage.empty_objects.is_empty() {
+        if let Some(flat) = model.latents().iter().find(|l| matches!(l.prior, Prior::Flat)) {
+            return Err(DataError::UnconstrainedObjects {
+                latent: flat.name.clone(),
+                rows: coverage.empty_objects.clone(),
+            }
+            .into());
         }
-        .into()),
-        None => Ok(()),
     }
+    let structure = model.structure();
+    for (observe, obs) in model.observes().iter().enumerate() {
+        let Some(out) = coverage.output(&obs.name) else { continue };
+        if out.empty_columns.is_empty() {
+            continue;
+        }
+        for layer in structure.layers[observe].iter().flatten() {
+            let params = layer.matrix.into_iter().chain(layer.bias);
+            for param in params.filter(|p| free.params[p.index()]) {
+                let node = model.param(param);
+                if !matches!(node.prior, Prior::Flat) {
+                    continue;
+                }
+                let columns: Vec<usize> = out.empty_columns.iter().copied().filter(|c| layer.rows.contains(c)).collect();
+                if !columns.is_empty() {
+                    return Err(DataError::UnconstrainedColumns {
+                        output: obs.name.clone(),
+                        param: node.name.clone(),
+                        columns,
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Free parts of a model: the latents and each global parameter.
@@ -299,8 +305,12 @@ pub struct Fit {
     pub wall_time: Duration,
     /// Method and reason for each block (block WLS); Adam reports one gradient block.
     pub blocks: Vec<BlockReport>,
-    /// Warnings about what the data leave to the priors alone: objects without data, output elements
-    /// observed by no object. Empty when every object and element has data.
+    /// What the data cover: missing elements per output, objects and columns without
+    /// any data.
+    pub coverage: Coverage,
+    /// Warnings about what the data leave to the priors alone: outputs absent from the
+    /// data, objects without data, output elements observed by no object. Empty when
+    /// every object and element has data.
     pub warnings: Vec<String>,
 }
 

@@ -418,7 +418,8 @@ impl Engine for BlockWls {
         self.validate(&structure)?;
         let mut params = options.start(model, data, 1.0)?;
         let free = options.free(model)?;
-        crate::engine::check_coverage(model, data, &free)?;
+        let coverage = model.coverage(data);
+        crate::engine::check_coverage(model, &coverage, &free)?;
 
         let (mut runners, blocks) = self.plan(model, data, &structure, &free, &params);
         let active = runners.iter().filter(|r| !matches!(r, Runner::Fixed)).count();
@@ -428,7 +429,7 @@ impl Engine for BlockWls {
 
         // Blocks left out of this fit count as fixed: the loss and the gradient cover
         // only what the fit moves.
-        let warnings = crate::engine::coverage_warnings(model, data, &free);
+        let warnings = crate::engine::coverage_warnings(model, &coverage, &free);
         let mut free = free;
         for (block, runner) in structure.blocks.iter().zip(&runners) {
             if matches!(runner, Runner::Fixed) {
@@ -579,6 +580,7 @@ impl Engine for BlockWls {
             wall_time: started.elapsed(),
             blocks,
             warnings,
+            coverage,
             params,
         })
     }
