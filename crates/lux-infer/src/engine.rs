@@ -270,6 +270,9 @@ pub enum FitStatus {
     /// The stopping rule was met and the largest gradient element is within the
     /// engine's gradient tolerance.
     Converged,
+    /// The stopping rule on the loss was met, but the largest gradient element is
+    /// still above the engine's gradient tolerance: the loss stalled short of an optimum.
+    Stalled,
     /// The iteration cap was reached first; `params` are the last iterate.
     MaxIterations,
     /// The loss or the gradient became non-finite at `iteration`; `params` are the

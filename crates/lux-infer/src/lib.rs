@@ -19,5 +19,8 @@ pub use adam::Adam;
 pub use engine::{BlockMethod, BlockReport, Engine, Fit, FitOptions, FitStatus, Free};
 pub use error::FitError;
 pub use gradient::{Gradient, GradientBackend};
-pub use uncertainty::{CovarianceMethod, LatentCovariance, PredictionUncertainty, latent_covariance, predict_with_uncertainty};
+pub use uncertainty::{
+    CovarianceMethod, LatentCovariance, MapCovariance, PredictionUncertainty, latent_covariance, map_covariance,
+    predict_with_uncertainty,
+};
 pub use wls::{BlockWls, StoppingRule};

@@ -59,7 +59,7 @@ pub fn latent_covariance(model: &Model, params: &Params, data: &Dataset) -> Resu
     if model.structure().latent_block().closed_form {
         Ok(exact_covariance(model, params, data))
     } else {
-        laplace_covariance(model, params, data)
+        laplace_latent_covariance(model, params, data)
     }
 }
 
@@ -74,10 +74,16 @@ fn exact_covariance(model: &Model, params: &Params, data: &Dataset) -> LatentCov
     }
 }
 
-/// Builds each object's Hessian over its latents from 2K gradient evaluations: the
-/// loss is a sum over objects, so shifting latent j of every object at once gives
-/// column j of every object's Hessian.
-fn laplace_covariance(model: &Model, params: &Params, data: &Dataset) -> Result<LatentCovariance, FitError> {
+/// Computes the Laplace approximation of the latent covariance, whatever the model's
+/// structure: the inverse Hessian of the loss over each object's latents.
+///
+/// Each object's Hessian comes from 2K gradient evaluations: the loss is a sum over
+/// objects, so shifting latent j of every object at once gives column j of every
+/// object's Hessian. For a model linear in the latents it equals the exact covariance
+/// up to rounding.
+pub fn laplace_latent_covariance(model: &Model, params: &Params, data: &Dataset) -> Result<LatentCovariance, FitError> {
+    model.check_params(params)?;
+    model.check_data(params, data)?;
     let n = data.n_objects();
     let k = model.latent_size();
     let free = Free {
@@ -137,11 +143,104 @@ fn laplace_covariance(model: &Model, params: &Params, data: &Dataset) -> Result<
     })
 }
 
+/// Posterior covariance of each row of the linear map of one output, `mean = A x + b`,
+/// given the features `x` of the training objects: row p of `[A b]` has covariance
+/// `(Σ_n w_np x̃_n x̃_nᵀ + Λ)⁻¹`, with `x̃ = [x, 1]` when there is a bias and Λ the
+/// prior precisions. It is exact for the map conditional on the training latents.
+#[derive(Debug, Clone)]
+pub struct MapCovariance {
+    pub output: String,
+    /// P×D×D, D = feature size (+1 with a bias). NaN for a row whose matrix is not
+    /// positive definite.
+    pub rows: Array3<f64>,
+    /// Expression the map multiplies, evaluated again on new objects.
+    features: lux_dsl::ExprId,
+    bias: bool,
+}
+
+/// Computes the covariance of the linear map of `output` from the training fit's
+/// parameters and data. Fails unless the output's mean is one linear or affine map
+/// of an expression of the latents with Gaussian or flat priors (the Lux form).
+pub fn map_covariance(model: &Model, trained: &Params, train: &Dataset, output: &str) -> Result<MapCovariance, FitError> {
+    let (observe, obs) = model
+        .observes()
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.name == output)
+        .ok_or_else(|| not_an_output(model, output))?;
+    model.check_params(trained)?;
+    model.check_data(trained, train)?;
+    let structure = model.structure();
+    let layer = match structure.layers[observe].as_deref() {
+        Some([layer]) if layer.matrix.is_some() && layer.features.is_some() && layer.rows == (0..obs.size) => layer,
+        _ => {
+            return Err(FitError::InvalidSetting {
+                setting: "output",
+                value: output.to_string(),
+                reason: "map uncertainties need a mean of the form A x or A x + b",
+            });
+        }
+    };
+    let features = layer.features.expect("checked above");
+    let x = model.evaluate(trained, features)?;
+    let bias = layer.bias.is_some();
+    let d = x.ncols() + usize::from(bias);
+    let mut ridge = vec![0.0; d];
+    let matrix_prior = model.param(layer.matrix.expect("checked above")).prior.gaussian();
+    let bias_prior = layer.bias.map(|b| model.param(b).prior.gaussian());
+    let (Some((_, matrix_precision)), None | Some(Some(_))) = (matrix_prior, bias_prior) else {
+        return Err(FitError::InvalidSetting {
+            setting: "output",
+            value: output.to_string(),
+            reason: "map uncertainties need Gaussian or flat priors on the map",
+        });
+    };
+    ridge[..x.ncols()].fill(matrix_precision);
+    if let Some(Some((_, precision))) = bias_prior {
+        ridge[d - 1] = precision;
+    }
+
+    let w = normal::output_weights(model, trained, train, observe).ok_or_else(|| DataError::UnknownOutput {
+        name: output.to_string(),
+        fitted: train.names().collect::<Vec<_>>().join(", "),
+    })?;
+    let n = x.nrows();
+    let mut design = Array2::<f64>::ones((n, d));
+    design.slice_mut(ndarray::s![.., ..x.ncols()]).assign(&x);
+    let t = normal::packed_len(d);
+    let mut outer = vec![0.0; n * t];
+    normal::packed_outer(design.as_slice().expect("standard layout"), d, &mut outer);
+    // Row p's normal matrix is Σ_n w_np (x̃ x̃ᵀ)_n: one product Wᵀ · outer for all rows.
+    let mut packed = vec![0.0; obs.size * t];
+    let wt = w.t().as_standard_layout().into_owned();
+    normal::gemm_add(
+        normal::view_mut(&mut packed, obs.size, t),
+        normal::view(wt.as_slice().expect("standard layout"), obs.size, n),
+        normal::view(&outer, n, t),
+        Par::Seq,
+    );
+    let (inverse, _) = normal::invert_packed(&packed, d, &ridge);
+    Ok(MapCovariance {
+        output: output.to_string(),
+        rows: Array3::from_shape_vec((obs.size, d, d), inverse).expect("p×d×d inverses"),
+        features,
+        bias,
+    })
+}
+
+fn not_an_output(model: &Model, output: &str) -> FitError {
+    DataError::NotAnOutput {
+        name: output.to_string(),
+        outputs: model.observes().iter().map(|o| format!("`{}`", o.name)).collect::<Vec<_>>().join(", "),
+    }
+    .into()
+}
+
 /// Uncertainty of one output's predicted mean, propagated from the latent posterior.
 ///
 /// It is J Σ Jᵀ per object, with J the Jacobian of the mean with respect to the latents
-/// and Σ the latent covariance. It leaves out the intrinsic scatter and the uncertainty
-/// of the global parameters.
+/// and Σ the latent covariance, plus `x̃ᵀ Σ_p x̃` per element when the covariance of the
+/// map is given ([`map_covariance`]). It leaves out the intrinsic scatter.
 #[derive(Debug, Clone)]
 pub struct PredictionUncertainty {
     /// Predicted mean, N×P, in the units of the data the model was fitted to.
@@ -162,13 +261,18 @@ pub fn predict_with_uncertainty(
     model: &Model,
     params: &Params,
     covariance: &LatentCovariance,
+    map: Option<&MapCovariance>,
     output: &str,
     full_covariance: bool,
 ) -> Result<PredictionUncertainty, FitError> {
-    let obs = model.observe(output).ok_or_else(|| DataError::NotAnOutput {
-        name: output.to_string(),
-        outputs: model.observes().iter().map(|o| format!("`{}`", o.name)).collect::<Vec<_>>().join(", "),
-    })?;
+    let obs = model.observe(output).ok_or_else(|| not_an_output(model, output))?;
+    if let Some(map) = map.filter(|m| m.output != output) {
+        return Err(FitError::InvalidSetting {
+            setting: "map covariance",
+            value: map.output.clone(),
+            reason: "pass the map covariance of the output being predicted",
+        });
+    }
     model.check_params(params)?;
     let n = params.n_objects();
     let k = model.latent_size();
@@ -204,13 +308,30 @@ pub fn predict_with_uncertainty(
         }
     }
 
+    // Variance from the map's rows: x̃ᵀ Σ_p x̃ per object and element.
+    let mut map_variance = Array2::<f64>::zeros((n, p));
+    if let Some(map) = map {
+        let x = model.evaluate(params, map.features)?;
+        let d = map.rows.shape()[1];
+        let mut design = Array2::<f64>::ones((n, d));
+        design.slice_mut(ndarray::s![.., ..x.ncols()]).assign(&x);
+        debug_assert_eq!(map.bias, d > x.ncols());
+        for e in 0..p {
+            let sigma = map.rows.index_axis(Axis(0), e);
+            let projected = design.dot(&sigma);
+            for i in 0..n {
+                map_variance[[i, e]] = projected.row(i).dot(&design.row(i));
+            }
+        }
+    }
+
     let mut std = Array2::<f64>::zeros((n, p));
     for i in 0..n {
         let sigma = covariance.covariance.index_axis(Axis(0), i);
         let jac = jacobian.index_axis(Axis(0), i);
         let projected = jac.dot(&sigma);
         for e in 0..p {
-            std[[i, e]] = projected.row(e).dot(&jac.row(e)).sqrt();
+            std[[i, e]] = (projected.row(e).dot(&jac.row(e)) + map_variance[[i, e]]).sqrt();
         }
     }
     let full = full_covariance.then(|| {
@@ -218,6 +339,9 @@ pub fn predict_with_uncertainty(
         for (i, mut matrix) in out.axis_iter_mut(Axis(0)).enumerate() {
             let jac = jacobian.index_axis(Axis(0), i);
             matrix.assign(&sandwich(jac, covariance.covariance.index_axis(Axis(0), i)));
+            for e in 0..p {
+                matrix[[e, e]] += map_variance[[i, e]];
+            }
         }
         out
     });

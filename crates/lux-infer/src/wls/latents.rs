@@ -88,18 +88,16 @@ pub(crate) fn solve_latents(model: &Model, params: &mut Params, data: &Dataset, 
         ridge_rhs,
     } = latent_normal(model, params, data, par);
 
-    solve_packed(&normal, &mut rhs, k, &ridge, &ridge_rhs).map_err(|index| FitError::Singular {
+    let singular = |index: usize| FitError::Singular {
         block: "latents".to_string(),
         what: "object",
         index,
-    })?;
+        detail: largest_weight(model, data, index),
+    };
+    solve_packed(&normal, &mut rhs, k, &ridge, &ridge_rhs).map_err(singular)?;
     // A factorization can pass with a normal matrix so large that the solution overflows.
     if let Some(position) = rhs.iter().position(|x| !x.is_finite()) {
-        return Err(FitError::Singular {
-            block: "latents".to_string(),
-            what: "object",
-            index: position / k,
-        });
+        return Err(singular(position / k));
     }
     params
         .latents_mut()
@@ -107,4 +105,21 @@ pub(crate) fn solve_latents(model: &Model, params: &mut Params, data: &Dataset, 
         .expect("standard layout")
         .copy_from_slice(&rhs);
     Ok(())
+}
+
+/// Describes the largest inverse variance of object `row` over the model's outputs.
+fn largest_weight(model: &Model, data: &Dataset, row: usize) -> String {
+    let mut best: Option<(&str, usize, f64)> = None;
+    for obs in model.observes() {
+        let Some(out) = data.output(&obs.name) else { continue };
+        for (p, &w) in out.ivar().row(row).iter().enumerate() {
+            if best.is_none_or(|(_, _, b)| w > b) {
+                best = Some((&obs.name, p, w));
+            }
+        }
+    }
+    match best {
+        Some((name, p, w)) if w > 0.0 => format!(" (largest inverse variance {w:e}, at `{name}` element {p})"),
+        _ => " (no observed element)".to_string(),
+    }
 }

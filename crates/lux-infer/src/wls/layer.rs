@@ -82,17 +82,27 @@ pub(crate) fn solve_layer(
         ridge_rhs[d - 1] = precision * mean;
     }
 
-    solve_packed(&normal, &mut rhs, d, &ridge, &ridge_rhs).map_err(|index| FitError::Singular {
-        block: block.to_string(),
-        what: "output element",
-        index: layer.rows.start + index,
-    })?;
-    if let Some(position) = rhs.iter().position(|x| !x.is_finite()) {
-        return Err(FitError::Singular {
+    let singular = |row: usize| {
+        let column = layer.rows.start + row;
+        let (object, largest) = weights
+            .column(row)
+            .iter()
+            .enumerate()
+            .fold((0, 0.0f64), |best, (n, &x)| if x > best.1 { (n, x) } else { best });
+        FitError::Singular {
             block: block.to_string(),
             what: "output element",
-            index: layer.rows.start + position / d,
-        });
+            index: column,
+            detail: if largest > 0.0 {
+                format!(" (largest inverse variance {largest:e}, at object {object})")
+            } else {
+                " (no object observes it)".to_string()
+            },
+        }
+    };
+    solve_packed(&normal, &mut rhs, d, &ridge, &ridge_rhs).map_err(singular)?;
+    if let Some(position) = rhs.iter().position(|x| !x.is_finite()) {
+        return Err(singular(position / d));
     }
 
     if let Some(a) = layer.matrix {

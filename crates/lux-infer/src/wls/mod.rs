@@ -563,6 +563,7 @@ impl Engine for BlockWls {
         let status = match divergence {
             Some(divergence) => divergence.into_status(),
             None if rule_met && max_abs_grad <= self.grad_tol => FitStatus::Converged,
+            None if rule_met => FitStatus::Stalled,
             None => FitStatus::MaxIterations,
         };
         // A fit that diverged in its first cycle has only the starting loss to report.

@@ -101,7 +101,7 @@ pub(crate) fn solve_packed(packed: &[f64], rhs: &mut [f64], d: usize, ridge: &[f
                     matrix[(i, i)] += ridge[i];
                     b[i] += ridge_rhs[i];
                 }
-                factor(matrix, buffer, row)?;
+                factor(matrix, buffer, row, ridge)?;
                 let stack = MemStack::new(buffer);
                 let rhs = MatMut::from_column_major_slice_mut(b, d, 1);
                 solve_in_place(matrix.as_ref(), rhs, Par::Seq, stack);
@@ -117,8 +117,11 @@ pub(crate) fn solve_packed(packed: &[f64], rhs: &mut [f64], d: usize, ridge: &[f
 const NEAR_SINGULAR: f64 = 1e-14;
 
 /// Factors the symmetric matrix in place (lower Cholesky factor). Fails with `row` when
-/// the matrix is not positive definite or is singular to working precision.
-fn factor(matrix: &mut Mat<f64>, buffer: &mut MemBuffer, row: usize) -> Result<(), usize> {
+/// the matrix is not positive definite, or when it is singular to working precision
+/// along a direction where `ridge` adds no prior precision. A positive ridge keeps the
+/// matrix at least that far from singular, so a tiny pivot there only means a badly
+/// scaled but well-posed system (one enormous weight, say).
+fn factor(matrix: &mut Mat<f64>, buffer: &mut MemBuffer, row: usize, ridge: &[f64]) -> Result<(), usize> {
     let d = matrix.nrows();
     let mut diagonal = [0.0f64; 64];
     let keep = d <= diagonal.len();
@@ -134,7 +137,7 @@ fn factor(matrix: &mut Mat<f64>, buffer: &mut MemBuffer, row: usize) -> Result<(
         Spec::<LltParams, f64>::default(),
     )
     .map_err(|_| row)?;
-    if keep && (0..d).any(|i| matrix[(i, i)] * matrix[(i, i)] <= NEAR_SINGULAR * diagonal[i]) {
+    if keep && (0..d).any(|i| ridge[i] == 0.0 && matrix[(i, i)] * matrix[(i, i)] <= NEAR_SINGULAR * diagonal[i]) {
         return Err(row);
     }
     Ok(())
@@ -168,7 +171,7 @@ pub(crate) fn invert_packed(packed: &[f64], d: usize, ridge: &[f64]) -> (Vec<f64
                     }
                     matrix[(i, i)] += ridge[i];
                 }
-                if factor(matrix, buffer, row).is_err() {
+                if factor(matrix, buffer, row, ridge).is_err() {
                     inverse.fill(f64::NAN);
                     return Some(row);
                 }
@@ -225,6 +228,21 @@ mod tests {
         let packed = vec![1.0, 1.0, 1.0 + 1e-15];
         let mut rhs = vec![1.0, 2.0];
         assert_eq!(solve_packed(&packed, &mut rhs, 2, &[0.0, 0.0], &[0.0, 0.0]), Err(0));
+    }
+
+    #[test]
+    fn huge_weight_with_prior_solves() {
+        // One weight of 1e15 on [1, 1] plus a unit prior: a pivot 1e-15 of its diagonal,
+        // yet well posed. The solution of (1e15·[[1, 1], [1, 1]] + I) x = [0, 1] is
+        // x = [−½, ½] to about 1e-15; rounding costs about cond · ε ≈ 0.1 of it.
+        let packed = vec![1e15, 1e15, 1e15];
+        let mut rhs = vec![0.0, 1.0];
+        solve_packed(&packed, &mut rhs, 2, &[1.0, 1.0], &[0.0, 0.0]).unwrap();
+        assert!((rhs[0] + 0.5).abs() < 0.2 && (rhs[1] - 0.5).abs() < 0.2, "{rhs:?}");
+
+        // Without the prior the same pivot means singular to working precision.
+        let mut rhs = vec![0.0, 1.0];
+        assert_eq!(solve_packed(&[1e15, 1e15, 1e15 + 1.0], &mut rhs, 2, &[0.0, 0.0], &[0.0, 0.0]), Err(0));
     }
 
     #[test]
