@@ -134,8 +134,8 @@ fn degenerate_columns_named() {
     assert!(message.contains("column 9 is constant"), "{message}");
 
     // Column 20 varies in 12 of 60 stars only (fewer than a third), 6 above and 6
-    // below the rest: its 16–84 percentile range is zero, so the robust scale fails;
-    // mean and standard deviation do not.
+    // below the rest. Its 16–84 percentile range is zero, so the robust scale fails,
+    // but the mean and standard deviation work.
     let mut values = flux.values().clone();
     values.column_mut(20).fill(1.5);
     for star in 0..12 {
@@ -182,7 +182,8 @@ fn dead_column_and_star() {
     assert_eq!(full.coverage.empty_objects, [DEAD_STAR]);
     assert_eq!(full.coverage.output("flux").unwrap().empty_columns, [DEAD_PIXEL]);
     let warnings = full.warnings.join("\n");
-    assert!(warnings.contains("rows [17]") && warnings.contains("columns [30]"), "{warnings}");
+    assert!(warnings.contains("rows [17]"), "{warnings}");
+    assert!(warnings.contains("columns [30]"), "{warnings}");
     assert!(warnings.contains("from the prior alone"), "{warnings}");
 
     // The prior alone sets the dead star's latents and the dead pixel's row: zero.
@@ -218,7 +219,8 @@ fn zero_errors_rejected_or_masked() {
         "{err:?}"
     );
     let message = err.to_string();
-    assert!(message.contains("`label`") && message.contains("100 are zero"), "{message}");
+    assert!(message.contains("`label`"), "{message}");
+    assert!(message.contains("100 are zero"), "{message}");
 
     // Inverse variances all zero are the same mistake.
     let err = sim
@@ -294,7 +296,7 @@ fn spectrum_length_mismatch_named() {
     }
 }
 
-/// The tutorial data standardized, with an extra Gaussian noise on the flux whose
+/// Simulates the tutorial data standardized, with an extra Gaussian noise on the flux whose
 /// standard deviation `1 − cos(2π p / 32)` runs between 0 and 2 over pixels p and is
 /// not in the reported errors. Returns the training set, the flux-only test set, the
 /// test stars' true labels (standardized) and the true scatter.
@@ -419,7 +421,7 @@ fn covariance_nan_without_data_or_prior() {
     assert_eq!(laplace.not_positive_definite, [5]);
 }
 
-/// The tutorial data standardized, with flux pixel 40 multiplied by `factor`.
+/// Simulates the tutorial data standardized, with flux pixel 40 multiplied by `factor`.
 fn with_huge_pixel(factor: f64) -> Dataset {
     let sim = simulate(200, 10);
     let scaler = ShiftScale::fit(&sim.data).unwrap();

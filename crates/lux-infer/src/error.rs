@@ -17,7 +17,7 @@ pub enum FitError {
         block: String,
         what: &'static str,
         index: usize,
-        /// Where the largest weight of that system sits, when known, as
+        /// Location of the largest weight of that system, when known, as
         /// ` (largest inverse variance 1.7e20, at `flux` element 812)`.
         detail: String,
     },

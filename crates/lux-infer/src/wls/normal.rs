@@ -238,7 +238,8 @@ mod tests {
         let packed = vec![1e15, 1e15, 1e15];
         let mut rhs = vec![0.0, 1.0];
         solve_packed(&packed, &mut rhs, 2, &[1.0, 1.0], &[0.0, 0.0]).unwrap();
-        assert!((rhs[0] + 0.5).abs() < 0.2 && (rhs[1] - 0.5).abs() < 0.2, "{rhs:?}");
+        assert!((rhs[0] + 0.5).abs() < 0.2, "{rhs:?}");
+        assert!((rhs[1] - 0.5).abs() < 0.2, "{rhs:?}");
 
         // Without the prior the same pivot means singular to working precision.
         let mut rhs = vec![0.0, 1.0];
