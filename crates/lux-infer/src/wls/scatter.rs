@@ -73,7 +73,12 @@ fn minimize_variance(terms: &[(f64, f64)], prior_slope: f64) -> f64 {
     // f' < 0 at 0 and, for large t, f' → prior_slope + n/(2t) > 0: bracket the root.
     let mut low = 0.0;
     let mut high = terms.iter().map(|&(r2, v)| r2 + v).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
-    while derivatives(terms, prior_slope, high).0 < 0.0 {
+    // 2100 doublings pass f64::MAX from the smallest positive value, so the cap only
+    // guards against a NaN derivative.
+    for _ in 0..2100 {
+        if derivatives(terms, prior_slope, high).0 >= 0.0 {
+            break;
+        }
         low = high;
         high *= 2.0;
     }
