@@ -1,0 +1,633 @@
+//! `lux fit`: preprocessing, cross-validation, the final fit and the saved model.
+
+use std::path::Path;
+use std::time::Instant;
+
+use lux::dsl::ndarray::{Array2, Axis};
+use lux::dsl::{Dataset, ShiftScale};
+use lux::infer::{Adam, BlockWls, Engine, Fit, FitOptions, FitStatus, StoppingRule, map_covariance};
+use lux::plot::{self, LabelPanel, MAD_TO_SIGMA, SpectrumPanel};
+use lux::saved::{
+    CvSummary, Dims, FitSummary, KIND_LUX, LabelMetrics, LabelSpec, LabelTransform, ModelSpec, Preprocessing,
+    SavedArray, SavedModel, SavedNormalization, SavedScaler, build_lux,
+};
+use lux::survey::{self, AssumedError, ContinuumFit, LabelErrors, LabelTable, SpectraSet};
+
+use crate::error::CliError;
+use crate::input::{self, cell, unit};
+use crate::progress::Progress;
+use crate::settings::{DEFAULTS, EngineKind, FitArgs, Norm, Stopping};
+
+/// Spectra to show with their reconstruction in the spectra figure.
+const SPECTRA_SHOWN: usize = 3;
+
+/// Labelled stars, preprocessed, with everything a training run needs.
+struct Training {
+    preprocessing: Preprocessing,
+    labels: Vec<LabelSpec>,
+    /// Model pixel grid.
+    wavelength: Vec<f64>,
+    ids: Vec<String>,
+    /// N×P preprocessed flux.
+    flux: Array2<f64>,
+    /// N×L catalogue labels and their assumed 1-sigma errors, catalogue units.
+    catalogue: Array2<f64>,
+    catalogue_err: Array2<f64>,
+}
+
+/// One trained model and its fit.
+struct Trained {
+    saved: SavedModel,
+    fit: Fit,
+    seconds: f64,
+}
+
+pub fn run(args: &FitArgs) -> Result<(), CliError> {
+    let started = Instant::now();
+    let data = load(args)?;
+    let n = data.ids.len();
+    println!(
+        "{} labelled spectra, {} pixels from {:.1} to {:.1} Å, labels {}",
+        n,
+        data.wavelength.len(),
+        data.wavelength.first().copied().unwrap_or(f64::NAN),
+        data.wavelength.last().copied().unwrap_or(f64::NAN),
+        data.labels
+            .iter()
+            .map(|l| if l.transform == LabelTransform::Log10 { format!("log10 {}", l.name) } else { l.name.clone() })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let splits = splits(args, n)?;
+    let progress = Progress::new(splits.len() as u64 + 1);
+
+    // Cross-validation: train on the other folds, predict the held-out stars from flux alone.
+    let l = data.labels.len();
+    let mut predicted = Array2::from_elem((n, l), f64::NAN);
+    let mut predicted_err = Array2::from_elem((n, l), f64::NAN);
+    let mut fold_of = vec![String::new(); n];
+    let mut histories = Vec::new();
+    let mut shown: Vec<(usize, Vec<f64>)> = Vec::new();
+    let (mut fit_seconds, mut infer_seconds) = (0.0, 0.0);
+    for (f, test) in splits.iter().enumerate() {
+        let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();
+        progress.stage(format!("fold {}/{}: training on {} stars", f + 1, splits.len(), train.len()));
+        let trained = train_model(args, &data, &train)?;
+        progress.fit_done(trained.fit.loss);
+
+        let infer_started = Instant::now();
+        let prediction = trained.saved.predict_flux(&data.flux.select(Axis(0), test))?;
+        let infer = infer_started.elapsed().as_secs_f64();
+        for (row, &i) in test.iter().enumerate() {
+            predicted.row_mut(i).assign(&prediction.values.row(row));
+            predicted_err.row_mut(i).assign(&prediction.errors.row(row));
+            fold_of[i] = (f + 1).to_string();
+            if shown.len() < SPECTRA_SHOWN {
+                shown.push((i, prediction.reconstruction.row(row).to_vec()));
+            }
+        }
+        progress.println(format!(
+            "fold {}/{}: {}; inferred {} stars in {:.3} s ({})",
+            f + 1,
+            splits.len(),
+            summary_line(&trained.fit, trained.seconds, train.len()),
+            test.len(),
+            infer,
+            status_name(&prediction.inference.status),
+        ));
+        fit_seconds += trained.seconds;
+        infer_seconds += infer;
+        histories.push((format!("fold {}", f + 1), trained.fit.loss_history.clone()));
+    }
+
+    let cv = if splits.is_empty() {
+        None
+    } else {
+        let thresholds = parse_pairs("--outliers", &args.outliers)?;
+        let metrics = metrics(&data, &predicted, &thresholds);
+        let folds = splits.len();
+        let cv = CvSummary {
+            scheme: if args.test_fraction.is_some() { "holdout".into() } else { "k-fold".into() },
+            folds,
+            labels: metrics,
+            mean_fit_seconds: fit_seconds / folds as f64,
+            mean_infer_seconds: infer_seconds / folds as f64,
+        };
+        progress.println(cv_table(&cv));
+        Some(cv)
+    };
+
+    // The final model, on every labelled star.
+    progress.stage(format!("final model: training on {n} stars"));
+    let all: Vec<usize> = (0..n).collect();
+    let mut trained = train_model(args, &data, &all)?;
+    progress.fit_done(trained.fit.loss);
+    progress.println(format!("final model: {}", summary_line(&trained.fit, trained.seconds, n)));
+    for warning in &trained.fit.warnings {
+        progress.println(format!("warning: {warning}"));
+    }
+    trained.saved.fit.cv = cv;
+    histories.push(("final".into(), trained.fit.loss_history.clone()));
+
+    let final_prediction = match &args.final_predictions {
+        Some(_) => Some(trained.saved.predict_flux(&data.flux)?),
+        None => None,
+    };
+    progress.finish();
+
+    // Outputs last, so a failure above leaves none of them behind.
+    if let Some(path) = &args.predictions {
+        write_cv_predictions(path, &data, &fold_of, &predicted, &predicted_err)?;
+        println!("wrote cross-validated predictions to {}", path.display());
+    }
+    if let (Some(path), Some(prediction)) = (&args.final_predictions, &final_prediction) {
+        let (header, columns) = input::prediction_columns(&prediction.names, &prediction.values, &prediction.errors);
+        let header: Vec<String> = std::iter::once("id".to_string()).chain(header).collect();
+        input::write_csv(path, &header, &data.ids, &columns)?;
+        println!("wrote final-model predictions to {}", path.display());
+    }
+    if let Some(dir) = &args.plots {
+        write_plots(dir, &data, &predicted, &predicted_err, &histories, &shown)?;
+        println!("wrote figures to {}", dir.display());
+    }
+    trained.saved.save(&args.out)?;
+    println!("saved model to {} ({:.1} s in all)", args.out.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Reads and preprocesses spectra, joins labels, keeps stars with at least one label.
+fn load(args: &FitArgs) -> Result<Training, CliError> {
+    let paths = input::spectrum_paths(&args.input)?;
+    let spectra = SpectraSet::from_spectra(input::read_spectra(&paths)?.into_iter().map(|(_, s)| s).collect())?;
+    if !spectra.resampled.is_empty() {
+        println!(
+            "{} spectra were on another wavelength grid and were resampled onto that of {}",
+            spectra.resampled.len(),
+            spectra.ids[0]
+        );
+    }
+
+    let window = match args.window.as_deref() {
+        None => None,
+        Some(&[lo, hi]) if lo < hi => Some([lo, hi]),
+        Some(other) => {
+            return Err(CliError::Option {
+                option: "--window",
+                value: format!("{other:?}"),
+                reason: "give LO,HI in Å with LO < HI".into(),
+            });
+        }
+    };
+    let preprocessing = Preprocessing {
+        input_wavelength: spectra.wavelength.to_vec(),
+        window,
+        bin: args.bin,
+        normalization: match args.normalize {
+            Norm::None => SavedNormalization::None,
+            Norm::Median => SavedNormalization::Median,
+            Norm::Continuum => {
+                let c = ContinuumFit::default();
+                SavedNormalization::Continuum {
+                    degree: c.degree,
+                    low_sigma: c.low_sigma,
+                    high_sigma: c.high_sigma,
+                    max_iter: c.max_iter,
+                }
+            }
+        },
+        mask_nonpositive: args.mask_nonpositive,
+        snr: args.snr,
+        error_floor: args.error_floor,
+    };
+    let prepared = preprocessing.apply(&spectra)?;
+
+    let table = input::read_label_table(&args.labels, args.id_column.as_deref())?;
+    let columns = match &args.label_columns {
+        Some(wanted) => input::resolve_columns(&table, wanted)?,
+        None => table.names.clone(),
+    };
+    let table = table.select(&columns.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let joined = survey::join(&prepared, &table)?;
+    let rows: Vec<usize> = (0..joined.n_rows()).filter(|&i| joined.values.row(i).iter().any(|v| v.is_finite())).collect();
+    let skipped = joined.n_rows() - rows.len();
+    if skipped > 0 {
+        println!("{skipped} spectra have no label in {} and are left out", args.labels.display());
+    }
+
+    let labels = label_specs(args, &columns)?;
+    let rules = label_error_rules(&args.label_errors, &columns)?;
+    let catalogue = joined.values.select(Axis(0), &rows);
+    let selected = LabelTable {
+        source: joined.source.clone(),
+        ids: rows.iter().map(|&i| joined.ids[i].clone()).collect(),
+        names: columns,
+        values: catalogue.clone(),
+    };
+    let catalogue_err = survey::label_errors(&selected, &rules)?;
+    Ok(Training {
+        preprocessing,
+        labels,
+        wavelength: prepared.wavelength.to_vec(),
+        ids: selected.ids,
+        flux: prepared.flux.select(Axis(0), &rows),
+        catalogue,
+        catalogue_err,
+    })
+}
+
+/// Label names and transforms; `--log-label` names must be label columns.
+fn label_specs(args: &FitArgs, columns: &[String]) -> Result<Vec<LabelSpec>, CliError> {
+    let (log, explicit) = match &args.log_label {
+        Some(names) if names.iter().any(|n| n.eq_ignore_ascii_case("none")) => (Vec::new(), true),
+        Some(names) => (names.clone(), true),
+        None => (vec![DEFAULTS.log_labels.to_string()], false),
+    };
+    if explicit {
+        if let Some(missing) = log.iter().find(|n| !columns.iter().any(|c| c.eq_ignore_ascii_case(n))) {
+            return Err(CliError::Option {
+                option: "--log-label",
+                value: missing.clone(),
+                reason: format!("not a fitted label; the labels are {}", columns.join(", ")),
+            });
+        }
+    }
+    Ok(columns
+        .iter()
+        .map(|name| LabelSpec {
+            name: name.clone(),
+            transform: if log.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                LabelTransform::Log10
+            } else {
+                LabelTransform::Identity
+            },
+        })
+        .collect())
+}
+
+/// Parses `NAME=VALUE,...` or, with `columns`, positional `VALUE,...`.
+fn parse_pairs(option: &'static str, text: &str) -> Result<Vec<(String, f64)>, CliError> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|item| {
+            let bad = |reason: &str| CliError::Option {
+                option,
+                value: item.to_string(),
+                reason: reason.to_string(),
+            };
+            let (name, value) = item.split_once('=').ok_or_else(|| bad("write NAME=VALUE"))?;
+            let value: f64 = value.trim().parse().map_err(|_| bad("the value is not a number"))?;
+            Ok((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// Parses `--label-errors` into rules for the label columns.
+fn label_error_rules(text: &str, columns: &[String]) -> Result<LabelErrors, CliError> {
+    let items: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let named = items.iter().all(|s| s.contains('='));
+    if !named && items.len() != columns.len() {
+        return Err(CliError::Option {
+            option: "--label-errors",
+            value: text.to_string(),
+            reason: format!("give NAME=ERR pairs, or one ERR per label column ({})", columns.join(", ")),
+        });
+    }
+    let mut rules = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let (name, value) = match item.split_once('=') {
+            Some((name, value)) => (name.trim().to_string(), value.trim()),
+            None => (columns[i].clone(), *item),
+        };
+        let bad = || CliError::Option {
+            option: "--label-errors",
+            value: item.to_string(),
+            reason: "write an error such as 0.2 (absolute), 2% or 0.02rel (relative), greater than 0".into(),
+        };
+        let (number, relative) = if let Some(v) = value.strip_suffix('%') {
+            (v.trim().parse::<f64>().map_err(|_| bad())? / 100.0, true)
+        } else if let Some(v) = value.strip_suffix("rel") {
+            (v.trim().parse::<f64>().map_err(|_| bad())?, true)
+        } else {
+            (value.parse::<f64>().map_err(|_| bad())?, false)
+        };
+        if !(number > 0.0 && number.is_finite()) {
+            return Err(bad());
+        }
+        rules.push((name, if relative { AssumedError::Fraction(number) } else { AssumedError::Absolute(number) }));
+    }
+    Ok(LabelErrors { rules })
+}
+
+/// The held-out rows of each split: shuffled k-fold, or one hold-out set.
+fn splits(args: &FitArgs, n: usize) -> Result<Vec<Vec<usize>>, CliError> {
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, args.seed);
+    let too_few = |needed: usize, what: String| CliError::TooFewStars {
+        labels: args.labels.clone(),
+        found: n,
+        needed,
+        what,
+    };
+    if let Some(fraction) = args.test_fraction {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(CliError::Option {
+                option: "--test-fraction",
+                value: fraction.to_string(),
+                reason: "give a fraction between 0 and 1".into(),
+            });
+        }
+        let n_test = ((fraction * n as f64).round() as usize).max(1);
+        if n_test + 2 > n {
+            return Err(too_few(n_test + 2, format!("a hold-out fraction of {fraction}")));
+        }
+        let mut test = order[..n_test].to_vec();
+        test.sort_unstable();
+        return Ok(vec![test]);
+    }
+    if args.folds <= 1 {
+        return Ok(Vec::new());
+    }
+    if n < 2 * args.folds {
+        return Err(too_few(2 * args.folds, format!("{} folds", args.folds)));
+    }
+    Ok((0..args.folds)
+        .map(|f| {
+            let mut test: Vec<usize> = order.iter().enumerate().filter(|(p, _)| p % args.folds == f).map(|(_, &i)| i).collect();
+            test.sort_unstable();
+            test
+        })
+        .collect())
+}
+
+/// Fisher–Yates shuffle driven by SplitMix64, so a seed gives the same folds everywhere.
+fn shuffle(values: &mut [usize], seed: u64) {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for i in (1..values.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        values.swap(i, j);
+    }
+}
+
+/// Trains a model on `rows` and packs it with its preprocessing.
+fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Trained, CliError> {
+    let flux = data.flux.select(Axis(0), rows);
+    let flux_err = data.preprocessing.flux_errors(&flux)?;
+    let catalogue = data.catalogue.select(Axis(0), rows);
+    let catalogue_err = data.catalogue_err.select(Axis(0), rows);
+    let mut label = catalogue.clone();
+    let mut label_err = catalogue_err.clone();
+    for ((i, l), value) in label.indexed_iter_mut() {
+        let (v, e) = data.labels[l].forward(catalogue[[i, l]], catalogue_err[[i, l]]);
+        *value = v;
+        label_err[[i, l]] = e;
+    }
+
+    let raw = Dataset::new().with_errors("flux", flux, flux_err)?.with_errors("label", label, label_err)?;
+    let scaler = ShiftScale::fit(&raw)?;
+    let train = scaler.transform(&raw)?;
+    let dims = Dims {
+        latents: args.latents,
+        labels: data.labels.len(),
+        pixels: data.wavelength.len(),
+    };
+    let spec = ModelSpec {
+        bias: args.bias,
+        scatter: args.scatter,
+    };
+    let model = build_lux(dims, spec)?;
+
+    let started = Instant::now();
+    let options = FitOptions::default().seed(args.seed);
+    let fit = match args.engine {
+        EngineKind::Wls => wls(args).fit(&model, &train, &options)?,
+        EngineKind::Adam => Adam::new(args.learning_rate, args.steps).fit(&model, &train, &options)?,
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    // The map covariance needs the Lux form; without it the label errors are the latent part alone.
+    let map = map_covariance(&model, &fit.params, &train, "label").ok();
+
+    let scaler = ["label", "flux"]
+        .iter()
+        .map(|&output| SavedScaler {
+            output: output.to_string(),
+            shift: scaler.shift(output).expect("fitted on it").to_vec(),
+            scale: scaler.scale(output).expect("fitted on it").to_vec(),
+        })
+        .collect();
+    let saved = SavedModel {
+        format: lux::saved::FORMAT.into(),
+        version: lux::saved::VERSION,
+        kind: KIND_LUX.into(),
+        dims,
+        labels: data.labels.clone(),
+        wavelength: data.wavelength.clone(),
+        preprocessing: data.preprocessing.clone(),
+        model: spec,
+        scaler,
+        params: fit.params.globals().map(|(name, value)| SavedArray::from_array(name, value)).collect(),
+        label_map_covariance: map.map(|m| SavedArray::from_array("label_map_covariance", &m.rows.into_dyn())),
+        fit: FitSummary {
+            engine: fit.engine.to_string(),
+            status: status_name(&fit.status),
+            cycles: fit.iterations,
+            loss: fit.loss,
+            max_abs_grad: fit.max_abs_grad,
+            n_train: rows.len(),
+            seed: args.seed,
+            seconds,
+            max_cycles: args.max_cycles,
+            tol: args.tol,
+            stopping: match args.stopping {
+                Stopping::Relative => "relative".into(),
+                Stopping::Reference => "reference".into(),
+            },
+            steps: (args.engine == EngineKind::Adam).then_some(args.steps),
+            learning_rate: (args.engine == EngineKind::Adam).then_some(args.learning_rate),
+            loss_history: fit.loss_history.clone(),
+            cv: None,
+        },
+    };
+    saved.check()?;
+    Ok(Trained { saved, fit, seconds })
+}
+
+fn wls(args: &FitArgs) -> BlockWls {
+    let mut wls = BlockWls::new(args.max_cycles, args.tol);
+    wls.stopping = match args.stopping {
+        Stopping::Relative => StoppingRule::RelativeChange,
+        Stopping::Reference => StoppingRule::Reference,
+    };
+    wls
+}
+
+pub fn status_name(status: &FitStatus) -> String {
+    match status {
+        FitStatus::Converged => "converged".into(),
+        FitStatus::Stalled => "stalled".into(),
+        FitStatus::MaxIterations => "max_iterations".into(),
+        FitStatus::Diverged { iteration, quantity } => format!("diverged ({quantity} at {iteration})"),
+    }
+}
+
+fn summary_line(fit: &Fit, seconds: f64, n: usize) -> String {
+    format!(
+        "trained on {n} stars: {}, {} {}, loss {:.6e}, {:.2} s",
+        status_name(&fit.status),
+        fit.iterations,
+        if fit.engine == "adam" { "steps" } else { "cycles" },
+        fit.loss,
+        seconds
+    )
+}
+
+/// Pooled per-label figures over the stars with a catalogue value and a prediction.
+fn metrics(data: &Training, predicted: &Array2<f64>, thresholds: &[(String, f64)]) -> Vec<LabelMetrics> {
+    data.labels
+        .iter()
+        .enumerate()
+        .map(|(l, spec)| {
+            let mut d: Vec<f64> = predicted
+                .column(l)
+                .iter()
+                .zip(data.catalogue.column(l))
+                .map(|(p, c)| p - c)
+                .filter(|d| d.is_finite())
+                .collect();
+            let threshold = thresholds.iter().find(|(n, _)| n.eq_ignore_ascii_case(&spec.name)).map(|&(_, t)| t);
+            let rmse = (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
+            let outliers = threshold.map(|t| d.iter().filter(|x| x.abs() > t).count());
+            let center = median(&mut d);
+            let mut deviations: Vec<f64> = d.iter().map(|x| (x - center).abs()).collect();
+            LabelMetrics {
+                name: spec.name.clone(),
+                n: d.len(),
+                rmse,
+                robust_scatter: MAD_TO_SIGMA * median(&mut deviations),
+                outlier_threshold: threshold,
+                outliers,
+            }
+        })
+        .collect()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_unstable_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { 0.5 * (values[n / 2 - 1] + values[n / 2]) }
+}
+
+/// The cross-validation table printed after the folds.
+fn cv_table(cv: &CvSummary) -> String {
+    let mut lines = vec![
+        format!("{} cross-validation, {} fold(s), pooled:", cv.scheme, cv.folds),
+        "| label | n | RMSE | robust scatter | outliers |".to_string(),
+        "|---|---|---|---|---|".to_string(),
+    ];
+    for m in &cv.labels {
+        let u = unit(&m.name);
+        let digits = if u == "K" { 0 } else { 3 };
+        let outliers = match (m.outliers, m.outlier_threshold) {
+            (Some(count), Some(t)) => format!("{count} (|Δ| > {t} {u})"),
+            _ => "-".to_string(),
+        };
+        lines.push(format!(
+            "| {} | {} | {:.digits$} {u} | {:.digits$} {u} | {outliers} |",
+            m.name, m.n, m.rmse, m.robust_scatter
+        ));
+    }
+    lines.push(format!(
+        "mean time per fold: fit {:.2} s, inference {:.3} s",
+        cv.mean_fit_seconds, cv.mean_infer_seconds
+    ));
+    lines.join("\n")
+}
+
+fn write_cv_predictions(
+    path: &Path,
+    data: &Training,
+    fold_of: &[String],
+    predicted: &Array2<f64>,
+    predicted_err: &Array2<f64>,
+) -> Result<(), CliError> {
+    let mut header = vec!["id".to_string(), "fold".to_string()];
+    let mut columns = vec![fold_of.to_vec()];
+    for (l, spec) in data.labels.iter().enumerate() {
+        header.extend([format!("{}_catalogue", spec.name), spec.name.clone(), format!("{}_err", spec.name)]);
+        columns.push(data.catalogue.column(l).iter().map(|&v| cell(v)).collect());
+        columns.push(predicted.column(l).iter().map(|&v| cell(v)).collect());
+        columns.push(predicted_err.column(l).iter().map(|&v| cell(v)).collect());
+    }
+    input::write_csv(path, &header, &data.ids, &columns)
+}
+
+fn write_plots(
+    dir: &Path,
+    data: &Training,
+    predicted: &Array2<f64>,
+    predicted_err: &Array2<f64>,
+    histories: &[(String, Vec<f64>)],
+    shown: &[(usize, Vec<f64>)],
+) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|source| CliError::Io {
+        path: dir.to_path_buf(),
+        action: "cannot create the figure directory",
+        source,
+    })?;
+    let names: Vec<String> = data
+        .labels
+        .iter()
+        .map(|l| match unit(&l.name) {
+            "" => l.name.clone(),
+            u => format!("{} ({u})", l.name),
+        })
+        .collect();
+    let columns: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = (0..data.labels.len())
+        .map(|l| (data.catalogue.column(l).to_vec(), predicted.column(l).to_vec(), predicted_err.column(l).to_vec()))
+        .collect();
+    let panels: Vec<LabelPanel> = names
+        .iter()
+        .zip(&columns)
+        .map(|(name, (c, p, e))| LabelPanel {
+            name,
+            catalogue: c,
+            predicted: p,
+            predicted_err: Some(e),
+        })
+        .collect();
+    let series: Vec<(&str, &[f64])> = histories.iter().map(|(n, h)| (n.as_str(), h.as_slice())).collect();
+    let flux_err = data.preprocessing.flux_errors(&data.flux)?;
+    let observed: Vec<(Vec<f64>, Vec<f64>)> =
+        shown.iter().map(|(i, _)| (data.flux.row(*i).to_vec(), flux_err.row(*i).to_vec())).collect();
+    let spectra: Vec<SpectrumPanel> = shown
+        .iter()
+        .zip(&observed)
+        .map(|((i, model), (flux, err))| SpectrumPanel {
+            id: &data.ids[*i],
+            flux,
+            model,
+            flux_err: Some(err),
+        })
+        .collect();
+    let flux_title = if data.preprocessing.normalization == SavedNormalization::None { "flux" } else { "normalized flux" };
+    for extension in ["png", "svg"] {
+        if !panels.is_empty() && predicted.iter().any(|v| v.is_finite()) {
+            plot::one_to_one(dir.join(format!("one_to_one.{extension}")), &panels)?;
+        }
+        plot::loss_history(dir.join(format!("loss.{extension}")), &series)?;
+        if !spectra.is_empty() {
+            plot::spectra(dir.join(format!("spectra.{extension}")), &data.wavelength, "wavelength (Å)", flux_title, &spectra)?;
+        }
+    }
+    Ok(())
+}
