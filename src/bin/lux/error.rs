@@ -51,6 +51,30 @@ pub enum CliError {
         reason: String,
     },
 
+    /// A fit failed at one star: names it, since the engine only knows its row.
+    #[error(
+        "{stage} failed at star `{id}`; if its spectrum has pixels near zero flux, raise --error-floor or \
+         --bin, or mask them"
+    )]
+    Star {
+        stage: &'static str,
+        id: String,
+        #[source]
+        source: lux::infer::FitError,
+    },
+
+    /// A fit failed at one flux pixel.
+    #[error(
+        "{stage} failed at the flux pixel at {wavelength:.2} Å; if some spectra have flux near zero \
+         there, raise --error-floor or --bin, or leave the pixel out with --window"
+    )]
+    Pixel {
+        stage: &'static str,
+        wavelength: f64,
+        #[source]
+        source: lux::infer::FitError,
+    },
+
     /// Too few labelled stars for the requested validation.
     #[error("{}: {found} spectra have labels, {needed} are needed for {what}", labels.display())]
     TooFewStars {

@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use lux::dsl::ndarray::{Array2, Axis};
 use lux::dsl::{Dataset, ShiftScale};
-use lux::infer::{Adam, BlockWls, Engine, Fit, FitOptions, FitStatus, StoppingRule, map_covariance};
+use lux::infer::{Adam, BlockWls, Engine, Fit, FitError, FitOptions, FitStatus, StoppingRule, map_covariance};
 use lux::plot::{self, LabelPanel, MAD_TO_SIGMA, SpectrumPanel};
 use lux::saved::{
     CvSummary, Dims, FitSummary, KIND_LUX, LabelMetrics, LabelSpec, LabelTransform, ModelSpec, Preprocessing,
-    SavedArray, SavedModel, SavedNormalization, SavedScaler, build_lux,
+    SavedArray, SavedError, SavedModel, SavedNormalization, SavedScaler, build_lux,
 };
 use lux::survey::{self, AssumedError, ContinuumFit, LabelErrors, LabelTable, SpectraSet};
 
@@ -77,7 +77,10 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         progress.fit_done(trained.fit.loss);
 
         let infer_started = Instant::now();
-        let prediction = trained.saved.predict_flux(&data.flux.select(Axis(0), test))?;
+        let prediction = trained.saved.predict_flux(&data.flux.select(Axis(0), test)).map_err(|err| match err {
+            SavedError::Fit(fit) => name_star(fit, "inferring held-out latents", |row| data.ids[test[row]].clone(), &data.wavelength),
+            other => other.into(),
+        })?;
         let infer = infer_started.elapsed().as_secs_f64();
         for (row, &i) in test.iter().enumerate() {
             predicted.row_mut(i).assign(&prediction.values.row(row));
@@ -407,9 +410,10 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
     let started = Instant::now();
     let options = FitOptions::default().seed(args.seed);
     let fit = match args.engine {
-        EngineKind::Wls => wls(args).fit(&model, &train, &options)?,
-        EngineKind::Adam => Adam::new(args.learning_rate, args.steps).fit(&model, &train, &options)?,
-    };
+        EngineKind::Wls => wls(args).fit(&model, &train, &options),
+        EngineKind::Adam => Adam::new(args.learning_rate, args.steps).fit(&model, &train, &options),
+    }
+    .map_err(|err| name_star(err, "training", |row| data.ids[rows[row]].clone(), &data.wavelength))?;
     let seconds = started.elapsed().as_secs_f64();
     // The map covariance needs the Lux form; without it the label errors are the latent part alone.
     let map = map_covariance(&model, &fit.params, &train, "label").ok();
@@ -457,6 +461,25 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
     };
     saved.check()?;
     Ok(Trained { saved, fit, seconds })
+}
+
+/// Names the star or the pixel of a fit error that gives only a row or a column.
+pub fn name_star(err: FitError, stage: &'static str, id: impl Fn(usize) -> String, wavelength: &[f64]) -> CliError {
+    match err {
+        FitError::Singular { what: "object", index, .. } => CliError::Star {
+            stage,
+            id: id(index),
+            source: err,
+        },
+        FitError::Singular { ref block, index, .. } if block == "flux:mean" && index < wavelength.len() => {
+            CliError::Pixel {
+                stage,
+                wavelength: wavelength[index],
+                source: err,
+            }
+        }
+        other => other.into(),
+    }
 }
 
 fn wls(args: &FitArgs) -> BlockWls {
@@ -605,7 +628,16 @@ fn write_plots(
             predicted_err: Some(e),
         })
         .collect();
-    let series: Vec<(&str, &[f64])> = histories.iter().map(|(n, h)| (n.as_str(), h.as_slice())).collect();
+    // Each fit relative to its own final loss: the folds fit different stars, so their
+    // losses differ by more than any fit's progress.
+    let relative: Vec<(String, Vec<f64>)> = histories
+        .iter()
+        .map(|(name, h)| {
+            let last = h.last().copied().unwrap_or(0.0);
+            (format!("{name} − final"), h.iter().map(|l| l - last).collect())
+        })
+        .collect();
+    let series: Vec<(&str, &[f64])> = relative.iter().map(|(n, h)| (n.as_str(), h.as_slice())).collect();
     let flux_err = data.preprocessing.flux_errors(&data.flux)?;
     let observed: Vec<(Vec<f64>, Vec<f64>)> =
         shown.iter().map(|(i, _)| (data.flux.row(*i).to_vec(), flux_err.row(*i).to_vec())).collect();

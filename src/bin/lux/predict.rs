@@ -4,11 +4,11 @@ use std::time::Instant;
 
 use lux::dsl::io::write_array;
 use lux::dsl::ndarray::{Array1, Array2, concatenate, Axis};
-use lux::saved::SavedModel;
+use lux::saved::{SavedError, SavedModel};
 use lux::survey::{SpectraSet, interpolate};
 
 use crate::error::CliError;
-use crate::fit::status_name;
+use crate::fit::{name_star, status_name};
 use crate::input;
 use crate::settings::PredictArgs;
 
@@ -54,7 +54,10 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
     };
 
     let started = Instant::now();
-    let prediction = saved.predict(&spectra)?;
+    let prediction = saved.predict(&spectra).map_err(|err| match err {
+        SavedError::Fit(fit) => name_star(fit, "inferring latents", |row| spectra.ids[row].clone(), &saved.wavelength),
+        other => other.into(),
+    })?;
     eprintln!(
         "inferred the latents of {} spectra: {}, {} cycles, {:.3} s",
         spectra.n_spectra(),

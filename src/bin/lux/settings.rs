@@ -15,6 +15,8 @@ pub struct Settings {
     pub normalization: Norm,
     pub snr: f64,
     /// Fraction of a spectrum's median positive flux below which errors do not drop.
+    /// Without it, unbinned MILES has pixels near zero flux whose weight makes the
+    /// latent normal equations singular.
     pub error_floor: f64,
     pub bin: usize,
     pub engine: EngineKind,
@@ -36,7 +38,7 @@ pub const DEFAULTS: Settings = Settings {
     mask_nonpositive: true,
     normalization: Norm::None,
     snr: 100.0,
-    error_floor: 0.0,
+    error_floor: lux::survey::DEFAULT_ERROR_FLOOR,
     bin: 1,
     engine: EngineKind::Wls,
     stopping: Stopping::Reference,
