@@ -1,7 +1,7 @@
 //! Trained models saved as versioned, self-describing JSON, and label prediction from
 //! them.
 //!
-//! A [`SavedModel`] holds everything needed to predict labels for new spectra without
+//! A [`SavedModel`] contains everything needed to predict labels for new spectra without
 //! the training data: the model's kind and sizes, the label names and their transforms,
 //! the wavelength grid, the preprocessing (window, binning, normalization, mask rule,
 //! assumed noise), the shift and scale of every output, the fitted global parameters,
@@ -48,7 +48,7 @@ pub const VERSION: u32 = 1;
 /// Kind of the Lux model: `label = A z + a`, `flux = B z + b`.
 pub const KIND_LUX: &str = "lux";
 
-/// Why a model could not be saved, loaded or used.
+/// Errors from saving, loading or using a saved model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SavedError {
@@ -283,7 +283,7 @@ impl SavedArray {
         }
     }
 
-    /// The array, if the data length matches the shape.
+    /// Returns the array, or `None` if the data length does not match the shape.
     pub fn to_array(&self) -> Option<ArrayD<f64>> {
         ArrayD::from_shape_vec(IxDyn(&self.shape), self.data.clone()).ok()
     }
@@ -318,7 +318,7 @@ pub struct CvSummary {
     pub mean_infer_seconds: f64,
 }
 
-/// How the saved parameters were fitted.
+/// Summary of the fit that produced the saved parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitSummary {
     /// `block_wls` or `adam`.
@@ -348,7 +348,7 @@ pub struct FitSummary {
 }
 
 impl FitSummary {
-    /// The block-WLS engine that infers latents for new spectra.
+    /// Returns the block-WLS engine that infers latents for new spectra.
     pub fn inference_engine(&self) -> BlockWls {
         let mut wls = BlockWls::new(self.max_cycles, self.tol);
         wls.stopping = if self.stopping == "relative" { StoppingRule::RelativeChange } else { StoppingRule::Reference };
@@ -420,7 +420,7 @@ impl SavedModel {
         Ok(build_lux(self.dims, self.model)?)
     }
 
-    /// The fitted global parameters, with the latents of `n_objects` objects at zero.
+    /// Returns the fitted global parameters, with the latents of `n_objects` objects at zero.
     pub fn params(&self, n_objects: usize) -> Result<Params, SavedError> {
         let mut params = Params::new(Array2::zeros((n_objects, self.dims.latents)));
         for saved in &self.params {
@@ -435,7 +435,7 @@ impl SavedModel {
         Ok(params)
     }
 
-    /// The shift and scale of every output.
+    /// Returns the shift and scale of every output.
     pub fn scaler(&self) -> Result<ShiftScale, SavedError> {
         let parts: BTreeMap<String, (Array1<f64>, Array1<f64>)> = self
             .scaler
@@ -576,11 +576,13 @@ impl SavedModel {
         self.predict_flux(&prepared.flux)
     }
 
-    /// Predicts labels for preprocessed flux (N×P, NaN where missing): infers each
-    /// star's latents from its flux with the global parameters fixed (block WLS), then
-    /// propagates the latent posterior covariance and the label-map covariance to the
-    /// labels, and maps them back to catalogue units.
+    /// Predicts labels for preprocessed flux (N×P, NaN where missing).
+    ///
+    /// Each star's latents are inferred from its flux with the global parameters fixed
+    /// (block WLS). The latent posterior covariance and the label-map covariance are
+    /// propagated to the labels, which are mapped back to catalogue units.
     pub fn predict_flux(&self, flux: &Array2<f64>) -> Result<Prediction, SavedError> {
+        self.check()?;
         let model = self.model()?;
         let scaler = self.scaler()?;
         let n = flux.nrows();
@@ -596,9 +598,10 @@ impl SavedModel {
         let labels = predict_with_uncertainty(&model, &inference.params, &covariance, None, "label", false)?;
         let mut variance = labels.std.mapv(|s| s * s);
         if let Some(map) = &self.label_map_covariance {
-            let rows = map.to_array().expect("checked on load").into_dimensionality::<ndarray::Ix3>().map_err(|_| {
-                self.inconsistent("label map covariance is not three-dimensional".to_string())
-            })?;
+            let rows = map
+                .to_array()
+                .and_then(|a| a.into_dimensionality::<ndarray::Ix3>().ok())
+                .expect("checked above: L×D×D values");
             let z = inference.params.latents();
             for i in 0..n {
                 let mut x = z.row(i).to_vec();
@@ -612,8 +615,8 @@ impl SavedModel {
             }
         }
 
-        let shift = scaler.shift("label").expect("checked on load");
-        let scale = scaler.scale("label").expect("checked on load");
+        let shift = scaler.shift("label").expect("checked above: the scaler has `label`");
+        let scale = scaler.scale("label").expect("checked above: the scaler has `label`");
         let mut values = Array2::zeros((n, self.dims.labels));
         let mut errors = Array2::zeros((n, self.dims.labels));
         for i in 0..n {
@@ -751,13 +754,15 @@ mod tests {
         value["version"] = 2.into();
         fs::write(&path, value.to_string()).unwrap();
         let err = SavedModel::load(&path).unwrap_err().to_string();
-        assert!(err.contains("version 2") && err.contains("version 1"), "{err}");
+        assert!(err.contains("version 2"), "{err}");
+        assert!(err.contains("version 1"), "{err}");
 
         value["version"] = 1.into();
         value["kind"] = "cannon".into();
         fs::write(&path, value.to_string()).unwrap();
         let err = SavedModel::load(&path).unwrap_err().to_string();
-        assert!(err.contains("`cannon`") && err.contains("m.json"), "{err}");
+        assert!(err.contains("`cannon`"), "{err}");
+        assert!(err.contains("m.json"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -768,6 +773,7 @@ mod tests {
         assert!((v - 5000f64.log10()).abs() < 1e-15);
         // Back and forth gives the same error to first order: σ_T = T ln10 σ_logT.
         let (t, s) = spec.inverse(v, e);
-        assert!((t - 5000.0).abs() < 1e-9 && (s - 100.0).abs() < 1e-9);
+        assert!((t - 5000.0).abs() < 1e-9, "{t}");
+        assert!((s - 100.0).abs() < 1e-9, "{s}");
     }
 }

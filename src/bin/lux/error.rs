@@ -51,7 +51,7 @@ pub enum CliError {
         reason: String,
     },
 
-    /// A fit failed at one star: names it, since the engine only knows its row.
+    /// A fit failed at one star, named here because the engine reports only its row.
     #[error(
         "{stage} failed at star `{id}`; if its spectrum has pixels near zero flux, raise --error-floor or \
          --bin, or mask them"

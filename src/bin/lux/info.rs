@@ -1,4 +1,4 @@
-//! `lux info`: what a model or data file holds.
+//! `lux info`: describes what a model or data file contains.
 
 use std::fs::File;
 use std::path::Path;
@@ -113,14 +113,14 @@ fn model_info(path: &Path) -> Result<(), CliError> {
     if let Some(cv) = &f.cv {
         println!("  validation: {}, {} fold(s); mean fit {:.2} s, inference {:.3} s", cv.scheme, cv.folds, cv.mean_fit_seconds, cv.mean_infer_seconds);
         for l in &cv.labels {
-            let outliers = l.outliers.map_or("-".to_string(), |o| o.to_string());
+            let u = unit(&l.name);
+            let outliers = match (l.outliers, l.outlier_threshold) {
+                (Some(count), Some(t)) => format!("{count} with |Δ| > {t} {u}"),
+                _ => "not counted".to_string(),
+            };
             println!(
-                "    {}: n {}, RMSE {:.4}, robust scatter {:.4}, outliers {outliers} {}",
-                l.name,
-                l.n,
-                l.rmse,
-                l.robust_scatter,
-                unit(&l.name)
+                "    {}: n {}, RMSE {:.4} {u}, robust scatter {:.4} {u}, outliers {outliers}",
+                l.name, l.n, l.rmse, l.robust_scatter
             );
         }
     }

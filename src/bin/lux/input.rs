@@ -10,7 +10,7 @@ use lux::survey::{self, LabelTable, Spectrum};
 use crate::error::CliError;
 use crate::settings::SpectraArgs;
 
-/// The spectrum files: each file argument as given, each directory searched with the glob.
+/// Lists the spectrum files: each file argument as given, each directory searched with the glob.
 pub fn spectrum_paths(args: &SpectraArgs) -> Result<Vec<PathBuf>, CliError> {
     let mut paths = Vec::new();
     for path in &args.spectra {
@@ -40,14 +40,14 @@ pub fn read_label_table(path: &Path, id_column: Option<&str>) -> Result<LabelTab
     Ok(table)
 }
 
-/// Resolves `wanted` against the table's column names, ignoring case; an unknown name
-/// is an error naming the file and the columns present.
-pub fn resolve_columns(table: &LabelTable, wanted: &[String]) -> Result<Vec<String>, CliError> {
-    wanted
+/// Resolves the requested names against the table's column names, ignoring case. An
+/// unknown name is an error naming the file and the columns present.
+pub fn resolve_columns(table: &LabelTable, requested: &[String]) -> Result<Vec<String>, CliError> {
+    requested
         .iter()
         .map(|name| match table.names.iter().find(|n| n.eq_ignore_ascii_case(name)) {
             Some(found) => Ok(found.clone()),
-            None => Err(table.index_of(name).map(|_| unreachable!("no exact match")).unwrap_err().into()),
+            None => Ok(table.names[table.index_of(name)?].clone()),
         })
         .collect()
 }
@@ -59,7 +59,7 @@ pub fn write_csv(path: &Path, header: &[String], ids: &[String], columns: &[Vec<
     Ok(())
 }
 
-/// The CSV text written by [`write_csv`].
+/// Formats the CSV text that [`write_csv`] writes.
 pub fn csv_text(header: &[String], ids: &[String], columns: &[Vec<String>]) -> String {
     let mut text = header.join(",");
     text.push('\n');
@@ -78,7 +78,7 @@ pub fn cell(x: f64) -> String {
     if x.is_finite() { format!("{x}") } else { String::new() }
 }
 
-/// The label columns of a prediction table: per label, the value and its uncertainty.
+/// Builds the label columns of a prediction table: per label, the value and its uncertainty.
 pub fn prediction_columns(names: &[String], values: &Array2<f64>, errors: &Array2<f64>) -> (Vec<String>, Vec<Vec<String>>) {
     let mut header = Vec::new();
     let mut columns = Vec::new();

@@ -90,7 +90,7 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The spectrum with increasing wavelength.
+/// Reverses a spectrum stored with decreasing wavelength.
 fn increasing(wavelength: Array1<f64>, flux: Array1<f64>) -> (Array1<f64>, Array1<f64>) {
     let n = wavelength.len();
     if n > 1 && wavelength[0] > wavelength[n - 1] {

@@ -17,7 +17,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar over `total` fits.
+    /// Creates a hidden bar over `total` fits, drawn after [`SHOW_AFTER`] on a terminal.
     pub fn new(total: u64) -> Self {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
         bar.set_style(

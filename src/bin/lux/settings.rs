@@ -4,8 +4,12 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-/// Defaults of `lux fit`, in one place: the best setting found in a 5-fold
-/// cross-validation on MILES.
+/// Defaults of `lux fit`, in one place.
+///
+/// K, the biases, log10 Teff, the mask, the stopping rule and its tolerance are the best
+/// setting of a 5-fold cross-validation study on MILES binned by 4 without an error
+/// floor. NOTE: the defaults here do not bin, and so need the error floor; that
+/// combination was run once on MILES (README), not tuned.
 pub struct Settings {
     pub latents: usize,
     pub bias: bool,
@@ -129,7 +133,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = DEFAULTS.bin)]
     pub bin: usize,
     /// Wavelength range kept, `LO,HI` in Å (both ends included); default: all pixels.
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',')]
     pub window: Option<Vec<f64>>,
     /// Per-spectrum normalization.
     #[arg(long, value_enum, default_value_t = DEFAULTS.normalization)]
