@@ -79,6 +79,9 @@ pub struct SymmetryMap {
     pub precision: f64,
     /// The latent columns the map reads.
     pub columns: std::ops::Range<usize>,
+    /// The output's bias `b_o` in `A_o z + b_o` and its prior precision, when it has one
+    /// with a zero-mean Normal or a flat (precision 0) prior.
+    pub bias: Option<(ParamId, f64)>,
 }
 
 impl LatentSymmetry {
@@ -86,6 +89,12 @@ impl LatentSymmetry {
     /// invertible matrix and the rebalancing step has a closed form.
     pub fn is_full(&self, latent_size: usize) -> bool {
         self.matrices.iter().all(|m| m.columns == (0..latent_size))
+    }
+
+    /// Returns whether the data term is also unchanged by the translation `z → z + c`,
+    /// `b_o → b_o − A_o c`: every output reads every latent column and has a bias.
+    pub fn allows_translation(&self, latent_size: usize) -> bool {
+        self.is_full(latent_size) && self.matrices.iter().all(|m| m.bias.is_some())
     }
 
     /// Returns whether `M[row, column]` may be nonzero.
@@ -333,9 +342,16 @@ impl Model {
         };
         let mut matrices = Vec::new();
         for obs in &self.observes {
-            let linear = match self.expr(obs.mean) {
-                Expr::AddBias { input, .. } => *input,
-                _ => obs.mean,
+            let (linear, bias) = match self.expr(obs.mean) {
+                Expr::AddBias { input, bias } => {
+                    let precision = match self.param(*bias).prior {
+                        Prior::Normal { mean, scale } if mean == 0.0 => Some(1.0 / (scale * scale)),
+                        Prior::Flat => Some(0.0),
+                        _ => None,
+                    };
+                    (*input, precision.map(|p| (*bias, p)))
+                }
+                _ => (obs.mean, None),
             };
             let Expr::Linear { matrix, input } = self.expr(linear) else {
                 return None;
@@ -356,6 +372,7 @@ impl Model {
                 matrix: *matrix,
                 precision,
                 columns,
+                bias,
             });
         }
         Some(LatentSymmetry {

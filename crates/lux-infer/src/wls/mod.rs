@@ -485,6 +485,7 @@ impl Engine for BlockWls {
             }
             if let Some(sym) = symmetry {
                 symmetry::rebalance(model, params, sym);
+                symmetry::translate(model, params, sym);
             }
             let loss = free.loss(model, params, data)?;
             Ok(if loss.is_finite() {

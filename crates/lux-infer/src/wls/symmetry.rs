@@ -14,8 +14,17 @@
 //! raise the loss: the data term is unchanged, and the prior term is minimized over M.
 //! When slices restrict M, BFGS searches from M = I and its result is used only if it
 //! lowers the prior term.
+//!
+//! When every output also has a bias, `z → z + c`, `b_o → b_o − A_o c` leaves the data
+//! term unchanged too, and the prior term is quadratic in c. Its minimum solves
+//!
+//! ```text
+//! (λ_z N I + Σ_o μ_o A_oᵀ A_o) c = Σ_o μ_o A_oᵀ b_o − λ_z Σ_n z_n,
+//! ```
+//!
+//! with μ_o the precision of the prior on b_o. [`translate`] takes that step.
 
-use faer::linalg::solvers::DenseSolveCore;
+use faer::linalg::solvers::{DenseSolveCore, Solve};
 use faer::{Mat, Side};
 use lux_dsl::{LatentSymmetry, Model, Params};
 use ndarray::{Array2, Ix2};
@@ -67,6 +76,46 @@ pub(crate) fn rebalance(model: &Model, params: &mut Params, symmetry: &LatentSym
         let name = &model.param(map.matrix).name;
         let a = matrix(params, name).dot(&to_ndarray(inverse));
         params.insert(name, a.into_dyn());
+    }
+    true
+}
+
+/// Applies the translation step in place (see the module documentation). Returns false
+/// (and changes nothing) when the outputs lack biases or the system is singular.
+pub(crate) fn translate(model: &Model, params: &mut Params, symmetry: &LatentSymmetry) -> bool {
+    let k = model.latent_size();
+    if !symmetry.allows_translation(k) {
+        return false;
+    }
+    let z = params.latents();
+    let n = z.nrows() as f64;
+    let mut system = Array2::<f64>::eye(k) * (symmetry.latent_precision * n);
+    let mut rhs = z.sum_axis(ndarray::Axis(0)) * -symmetry.latent_precision;
+    for map in &symmetry.matrices {
+        let (bias, precision) = map.bias.expect("checked by allows_translation");
+        let a = matrix(params, &model.param(map.matrix).name);
+        let b = params.get(&model.param(bias).name).expect("checked parameter").view().into_dimensionality::<ndarray::Ix1>().expect("vector").to_owned();
+        system = system + a.t().dot(&a) * precision;
+        rhs = rhs + a.t().dot(&b) * precision;
+    }
+
+    let system = Mat::<f64>::from_fn(k, k, |i, j| system[[i, j]]);
+    let Ok(llt) = system.llt(Side::Lower) else { return false };
+    let rhs = Mat::<f64>::from_fn(k, 1, |i, _| rhs[i]);
+    let c = llt.solve(&rhs);
+    let c = ndarray::Array1::from_shape_fn(k, |i| c[(i, 0)]);
+    if c.iter().any(|x| !x.is_finite()) {
+        return false;
+    }
+
+    let shifted = params.latents() + &c;
+    params.set_latents(shifted);
+    for map in &symmetry.matrices {
+        let (bias, _) = map.bias.expect("checked by allows_translation");
+        let a = matrix(params, &model.param(map.matrix).name);
+        let name = &model.param(bias).name;
+        let b = params.get(name).expect("checked parameter").view().into_dimensionality::<ndarray::Ix1>().expect("vector").to_owned();
+        params.insert(name, (b - a.dot(&c)).into_dyn());
     }
     true
 }
@@ -238,6 +287,52 @@ mod tests {
     }
 
     #[test]
+    fn translation_minimizes_prior_term() {
+        let mut b = Model::builder();
+        let z = b.latent("z", 3, Prior::standard_normal()).unwrap();
+        let a = b.param("A", &[2, 3], Prior::standard_normal()).unwrap();
+        let a0 = b.param("a", &[2], Prior::normal(0.0, 0.5)).unwrap();
+        let bb = b.param("B", &[5, 3], Prior::standard_normal()).unwrap();
+        let b0 = b.param("b", &[5], Prior::standard_normal()).unwrap();
+        let label = b.affine(a, z, a0).unwrap();
+        let flux = b.affine(bb, z, b0).unwrap();
+        b.observe("label", label, None).unwrap();
+        b.observe("flux", flux, None).unwrap();
+        let model = b.build().unwrap();
+        let symmetry = model.structure().symmetry.unwrap();
+        assert!(symmetry.allows_translation(3));
+
+        // Shift every latent by a constant so the translation has work to do.
+        let mut params = model.sample_params(40, 5);
+        let shifted = params.latents() + 0.7;
+        params.set_latents(shifted);
+        let before = model.predict(&params).unwrap();
+        // With every measurement missing the loss is the prior term alone.
+        let empty = lux_dsl::Dataset::new()
+            .with_errors("label", Array2::from_elem((40, 2), f64::NAN), Array2::ones((40, 2)))
+            .unwrap()
+            .with_errors("flux", Array2::from_elem((40, 5), f64::NAN), Array2::ones((40, 5)))
+            .unwrap();
+        let prior = |params: &Params| model.loss(params, &empty).unwrap();
+        let loss_before = prior(&params);
+
+        assert!(translate(&model, &mut params, &symmetry));
+        let after = model.predict(&params).unwrap();
+        for name in ["label", "flux"] {
+            let diff = (&before[name] - &after[name]).iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            assert!(diff < 1e-12, "{name} changed by {diff:e}");
+        }
+        let loss_after = prior(&params);
+        assert!(loss_after < loss_before - 1.0, "{loss_before} -> {loss_after}");
+
+        // A second step finds nothing left to move: the first one reached the minimum.
+        let latents = params.latents().clone();
+        assert!(translate(&model, &mut params, &symmetry));
+        let moved = (params.latents() - &latents).iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert!(moved < 1e-12, "moved {moved:e}");
+    }
+
+    #[test]
     fn bfgs_matches_closed_form_without_slices() {
         let k = 3;
         let mut b = Model::builder();
@@ -253,6 +348,7 @@ mod tests {
                 matrix: model.param_id("A").unwrap(),
                 precision: 1.0,
                 columns: 0..k,
+                bias: None,
             }],
         };
         let (s, t) = (spd(k, 0.37), spd(k, 1.91));
