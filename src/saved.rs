@@ -386,6 +386,8 @@ pub struct Prediction {
     /// N×L predicted labels.
     pub values: Array2<f64>,
     /// N×L 1-sigma uncertainties: latent posterior and label-map covariance propagated.
+    /// NOTE: they assume the model is right and the flux errors are as given. On MILES
+    /// (assumed S/N 100) cross-validated residuals are 8 to 11 times larger.
     pub errors: Array2<f64>,
     /// N×P model flux, in the units of the preprocessed spectra.
     pub reconstruction: Array2<f64>,

@@ -382,9 +382,16 @@ fn fit_adam_holdout() {
     let db = params_db();
     let out = lux(&[
         "fit", "--spectra", s(&miles), "--labels", s(&db), "--engine", "adam", "--steps", "300", "--learning-rate",
-        "0.01", "--latents", "4", "--test-fraction", "0.2", "--out", s(&model),
+        "0.01", "--latents", "4", "--test-fraction", "0.2", "--out", s(&model), "--plots", s(&dir.join("figures")),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    for figure in ["one_to_one", "loss", "spectra"] {
+        for extension in ["png", "svg"] {
+            let path = dir.join("figures").join(format!("{figure}.{extension}"));
+            let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            assert!(size > 1000, "{} has {size} bytes", path.display());
+        }
+    }
 
     let saved: serde_json::Value = serde_json::from_slice(&fs::read(&model).unwrap()).unwrap();
     let fit = &saved["fit"];

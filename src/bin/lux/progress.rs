@@ -1,6 +1,7 @@
 //! A progress bar on stderr for long runs: shown after the first second, and only when
 //! stderr is a terminal.
 
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +12,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Delay before the bar appears, so short runs print only their summary lines.
 const SHOW_AFTER: Duration = Duration::from_secs(1);
 
+/// A bar counting fits. The engines report no progress within a fit, so the bar shows
+/// the fit now running and the final loss of the one before.
 pub struct Progress {
     bar: ProgressBar,
     done: Arc<AtomicBool>,
+    last_loss: Cell<Option<f64>>,
 }
 
 impl Progress {
@@ -35,18 +39,25 @@ impl Progress {
                 }
             });
         }
-        Self { bar, done }
+        Self {
+            bar,
+            done,
+            last_loss: Cell::new(None),
+        }
     }
 
     /// Names the fit now running.
     pub fn stage(&self, message: String) {
-        self.bar.set_message(message);
+        match self.last_loss.get() {
+            Some(loss) => self.bar.set_message(format!("{message} (previous fit: loss {loss:.6e})")),
+            None => self.bar.set_message(message),
+        }
     }
 
-    /// Counts one fit as done and shows its final loss.
+    /// Counts one fit as done and keeps its final loss for the next message.
     pub fn fit_done(&self, loss: f64) {
         self.bar.inc(1);
-        self.bar.set_message(format!("last loss {loss:.6e}"));
+        self.last_loss.set(Some(loss));
     }
 
     /// Prints a line to stdout without tearing the bar.
