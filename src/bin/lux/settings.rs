@@ -89,6 +89,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a model on spectra with labels, cross-validate it, and save it.
