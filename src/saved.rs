@@ -344,7 +344,17 @@ pub struct FitSummary {
     pub learning_rate: Option<f64>,
     /// Loss after each cycle or before each step.
     pub loss_history: Vec<f64>,
+    /// Factor dividing the assumed label errors during training (1 = none).
+    #[serde(default = "unit_weight")]
+    pub label_weight: f64,
+    /// Whether the label map was refitted on latents inferred from flux alone.
+    #[serde(default)]
+    pub refit_label_map: bool,
     pub cv: Option<CvSummary>,
+}
+
+fn unit_weight() -> f64 {
+    1.0
 }
 
 impl FitSummary {
@@ -717,6 +727,8 @@ mod tests {
             params: params.globals().map(|(name, a)| SavedArray::from_array(name, a)).collect(),
             label_map_covariance: None,
             fit: FitSummary {
+                label_weight: 1.0,
+                refit_label_map: false,
                 engine: "block_wls".into(),
                 status: "converged".into(),
                 cycles: 3,

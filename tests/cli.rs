@@ -402,5 +402,6 @@ fn fit_adam_holdout() {
     assert_eq!(fit["cv"]["scheme"], "holdout");
     // 20% of the 304 labelled stars, rounded: 61 held out.
     assert_eq!(fit["cv"]["labels"][0]["n"], 61);
-    assert_eq!(saved["params"].as_array().unwrap().len(), 4);
+    // A, a, B, b and the per-pixel scatter s, which is on by default.
+    assert_eq!(saved["params"].as_array().unwrap().len(), 5);
 }

@@ -691,3 +691,17 @@ fn errors_assumed() -> TestResult {
     assert!(matches!(&error, SurveyError::NoAssumedError { column, .. } if column == "logg"));
     Ok(())
 }
+
+#[test]
+fn miles_params_malformed_row_skipped() {
+    let dir = scratch("miles-malformed");
+    let path = dir.join("MILES_params.db");
+    let text = "# MILES parameters\n0001 5000 4.5 0.1\n022.  7950 3.95 0.35\n0003 99999 9999 -0.5\n";
+    std::fs::write(&path, text).unwrap();
+
+    let table = survey::read_miles_params(&path).unwrap();
+    assert_eq!(table.ids, ["m0001V", "m0003V"]);
+    assert_eq!(table.skipped, ["line 3: MILES number `022.` is not a number"]);
+    assert!(table.values[[1, 0]].is_nan());
+    assert_eq!(table.values[[1, 2]], -0.5);
+}

@@ -28,6 +28,8 @@ pub struct LabelTable {
     pub names: Vec<String>,
     /// `ids.len()` × `names.len()` values.
     pub values: Array2<f64>,
+    /// Lines of the file left out while reading, each as `line N: reason`.
+    pub skipped: Vec<String>,
 }
 
 impl LabelTable {
@@ -64,6 +66,7 @@ impl LabelTable {
             ids: self.ids.clone(),
             names: names.iter().map(|n| n.to_string()).collect(),
             values: self.values.select(Axis(1), &indices),
+            skipped: self.skipped.clone(),
         })
     }
 
@@ -178,6 +181,7 @@ pub fn read_label_csv(path: &Path, id_column: Option<&str>) -> Result<LabelTable
         ids,
         names,
         values,
+        skipped: Vec::new(),
     };
     table.check_unique()?;
     Ok(table)
@@ -256,6 +260,7 @@ pub fn read_label_npy(path: &Path) -> Result<LabelTable, SurveyError> {
         ids: (0..n_rows).map(|i| i.to_string()).collect(),
         names,
         values,
+        skipped: Vec::new(),
     })
 }
 
@@ -344,6 +349,7 @@ pub fn read_label_fits(path: &Path, id_column: Option<&str>) -> Result<LabelTabl
         ids,
         names,
         values,
+        skipped: Vec::new(),
     };
     labels.check_unique()?;
     Ok(labels)
@@ -356,7 +362,8 @@ pub fn read_label_fits(path: &Path, id_column: Option<&str>) -> Result<LabelTabl
 /// log g in dex (cgs) and [Fe/H] in dex. Missing values are coded 99999 for Teff and 9999
 /// for log g and [Fe/H]; they become NaN. The ids are `m0272V`, the name the MILES
 /// spectra files end with (`MILES_res2.50_star_m0272V.fits`); the columns are `teff`,
-/// `logg` and `feh`.
+/// `logg` and `feh`. A row whose star number is not a number is left out and listed in
+/// [`LabelTable::skipped`].
 pub fn read_miles_params(path: &Path) -> Result<LabelTable, SurveyError> {
     let text = std::fs::read_to_string(path).map_err(|source| SurveyError::Io {
         path: path.into(),
@@ -365,6 +372,7 @@ pub fn read_miles_params(path: &Path) -> Result<LabelTable, SurveyError> {
 
     let mut ids = Vec::new();
     let mut values = Vec::new();
+    let mut skipped = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -383,10 +391,11 @@ pub fn read_miles_params(path: &Path) -> Result<LabelTable, SurveyError> {
                 fields.len()
             )));
         };
+        // The file shipped with sdss-mangadap 4.5.0 has one such row (`022.`). Which
+        // star it belongs to cannot be known, so the row is left out and reported.
         if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(parse_error(format!(
-                "MILES number `{number}` is not a number"
-            )));
+            skipped.push(format!("line {}: MILES number `{number}` is not a number", i + 1));
+            continue;
         }
         ids.push(format!("m{number}V"));
 
@@ -408,6 +417,7 @@ pub fn read_miles_params(path: &Path) -> Result<LabelTable, SurveyError> {
         ids,
         names: vec!["teff".into(), "logg".into(), "feh".into()],
         values,
+        skipped,
     };
     table.check_unique()?;
     Ok(table)
@@ -441,5 +451,6 @@ pub fn join(spectra: &SpectraSet, labels: &LabelTable) -> Result<LabelTable, Sur
         ids: spectra.ids.clone(),
         names: labels.names.clone(),
         values,
+        skipped: labels.skipped.clone(),
     })
 }

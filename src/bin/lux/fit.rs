@@ -44,6 +44,13 @@ struct Trained {
 
 pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let started = Instant::now();
+    if !(args.label_weight.is_finite() && args.label_weight > 0.0) {
+        return Err(CliError::Option {
+            option: "--label-weight",
+            value: args.label_weight.to_string(),
+            reason: "give a finite factor > 0 (1 keeps the assumed label errors)".into(),
+        });
+    }
     let data = load(args)?;
     let n = data.ids.len();
     println!(
@@ -212,10 +219,18 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
     };
     let table = table.select(&columns.iter().map(String::as_str).collect::<Vec<_>>())?;
     let joined = survey::join(&prepared, &table)?;
-    let rows: Vec<usize> = (0..joined.n_rows()).filter(|&i| joined.values.row(i).iter().any(|v| v.is_finite())).collect();
+    for line in &table.skipped {
+        println!("warning: {}: {line}, left out", args.labels.display());
+    }
+    let labelled = |i: usize| {
+        let row = joined.values.row(i);
+        if args.require_all_labels { row.iter().all(|v| v.is_finite()) } else { row.iter().any(|v| v.is_finite()) }
+    };
+    let rows: Vec<usize> = (0..joined.n_rows()).filter(|&i| labelled(i)).collect();
     let skipped = joined.n_rows() - rows.len();
     if skipped > 0 {
-        println!("{skipped} spectra have no label in {} and are left out", args.labels.display());
+        let which = if args.require_all_labels { "lack a label" } else { "have no label" };
+        println!("{skipped} spectra {which} in {} and are left out", args.labels.display());
     }
 
     let labels = label_specs(args, &columns)?;
@@ -226,6 +241,7 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
         ids: rows.iter().map(|&i| joined.ids[i].clone()).collect(),
         names: columns,
         values: catalogue.clone(),
+        skipped: Vec::new(),
     };
     let catalogue_err = survey::label_errors(&selected, &rules)?;
     Ok(Training {
@@ -390,7 +406,7 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
     for ((i, l), value) in label.indexed_iter_mut() {
         let (v, e) = data.labels[l].forward(catalogue[[i, l]], catalogue_err[[i, l]]);
         *value = v;
-        label_err[[i, l]] = e;
+        label_err[[i, l]] = e / args.label_weight;
     }
 
     let raw = Dataset::new().with_errors("flux", flux, flux_err)?.with_errors("label", label, label_err)?;
@@ -409,11 +425,15 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
 
     let started = Instant::now();
     let options = FitOptions::default().seed(args.seed);
-    let fit = match args.engine {
+    let mut fit = match args.engine {
         EngineKind::Wls => wls(args).fit(&model, &train, &options),
         EngineKind::Adam => Adam::new(args.learning_rate, args.steps).fit(&model, &train, &options),
     }
     .map_err(|err| name_star(err, "training", |row| data.ids[rows[row]].clone(), &data.wavelength))?;
+    if args.refit_label_map {
+        refit_label_map(args, &model, &train, &mut fit)
+            .map_err(|err| name_star(err, "refitting the label map", |row| data.ids[rows[row]].clone(), &data.wavelength))?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     // The map covariance needs the Lux form; without it the label errors are the latent part alone.
     let map = map_covariance(&model, &fit.params, &train, "label").ok();
@@ -439,6 +459,8 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
         params: fit.params.globals().map(|(name, value)| SavedArray::from_array(name, value)).collect(),
         label_map_covariance: map.map(|m| SavedArray::from_array("label_map_covariance", &m.rows.into_dyn())),
         fit: FitSummary {
+            label_weight: args.label_weight,
+            refit_label_map: args.refit_label_map,
             engine: fit.engine.to_string(),
             status: status_name(&fit.status),
             cycles: fit.iterations,
@@ -461,6 +483,23 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
     };
     saved.check()?;
     Ok(Trained { saved, fit, seconds })
+}
+
+/// Replaces the training latents by those inferred from flux alone, then refits the
+/// label map (`A`, and `a` with biases) on them with everything else fixed. The fit's
+/// loss and status stay those of the training fit.
+fn refit_label_map(args: &FitArgs, model: &lux::dsl::Model, train: &Dataset, fit: &mut Fit) -> Result<(), FitError> {
+    let engine = wls(args);
+    let flux_only = train.with_only(&["flux"])?;
+    let options = FitOptions::infer_latents(model, &fit.params, train.n_objects());
+    let latents = engine.fit(model, &flux_only, &options)?.params;
+
+    let mut options = FitOptions::from_init(latents).fix_latents();
+    for node in model.params().iter().filter(|p| !["A", "a"].contains(&p.name.as_str())) {
+        options = options.fix(&node.name);
+    }
+    fit.params = engine.fit(model, &train.with_only(&["label"])?, &options)?.params;
+    Ok(())
 }
 
 /// Names the star or the pixel of a fit error that gives only a row or a column.

@@ -6,10 +6,9 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// Defaults of `lux fit`, in one place.
 ///
-/// K, the biases, log10 Teff, the mask, the stopping rule and its tolerance are the best
-/// setting of a 5-fold cross-validation study on MILES binned by 4 without an error
-/// floor. NOTE: the defaults here do not bin, and so need the error floor; that
-/// combination was run once on MILES (README), not tuned.
+/// K, the biases, log10 Teff, the mask, the scatter, the label weight, the refit of the
+/// label map, the stopping rule and its tolerance are the best setting of a 5-fold
+/// cross-validation study on MILES binned by 4 (see README).
 pub struct Settings {
     pub latents: usize,
     pub bias: bool,
@@ -32,6 +31,9 @@ pub struct Settings {
     pub folds: usize,
     pub seed: u64,
     pub label_errors: &'static str,
+    pub label_weight: f64,
+    pub scatter: bool,
+    pub refit_label_map: bool,
     pub outliers: &'static str,
 }
 
@@ -53,6 +55,9 @@ pub const DEFAULTS: Settings = Settings {
     folds: 5,
     seed: 0,
     label_errors: "teff=2%,logg=0.2,feh=0.1",
+    label_weight: 10.0,
+    scatter: true,
+    refit_label_map: true,
     outliers: "teff=500,logg=1,feh=0.5",
 };
 
@@ -151,6 +156,16 @@ pub struct FitArgs {
     /// value with a `%` (`2%`) or `rel` (`0.02rel`) suffix.
     #[arg(long, default_value = DEFAULTS.label_errors)]
     pub label_errors: String,
+    /// Divides the assumed label errors during training. A spectrum of a thousand
+    /// pixels at S/N 100 otherwise sets the latents almost alone, and the latents then
+    /// carry little of what the labels need. Reported uncertainties and the saved
+    /// model keep the undivided errors.
+    #[arg(long, default_value_t = DEFAULTS.label_weight)]
+    pub label_weight: f64,
+    /// Keeps only stars that have every label column; by default a star with at least
+    /// one label trains the model (its missing labels are masked).
+    #[arg(long)]
+    pub require_all_labels: bool,
     /// Labels fitted as log10 of their value, comma separated; predictions are mapped
     /// back and their errors propagated. `none` for no label. Default: teff, when the
     /// table has it.
@@ -170,9 +185,15 @@ pub struct FitArgs {
     /// Bias vectors `a`, `b` in the label and flux maps.
     #[arg(long, default_value_t = DEFAULTS.bias, action = ArgAction::Set)]
     pub bias: bool,
-    /// A fitted per-pixel intrinsic scatter on the flux, added in quadrature to its errors.
-    #[arg(long)]
+    /// A fitted per-pixel intrinsic scatter on the flux, added in quadrature to its
+    /// errors (HalfNormal(1) prior, standardized flux units).
+    #[arg(long, default_value_t = DEFAULTS.scatter, action = ArgAction::Set)]
     pub scatter: bool,
+    /// After training, infers the training stars' latents from their flux alone and
+    /// refits the label map on them, so that the map sees latents made the way test
+    /// stars' latents are.
+    #[arg(long, default_value_t = DEFAULTS.refit_label_map, action = ArgAction::Set)]
+    pub refit_label_map: bool,
 
     /// Engine of the training fits (inference of new latents is always block WLS).
     #[arg(long, value_enum, default_value_t = DEFAULTS.engine)]
