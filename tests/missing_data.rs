@@ -406,7 +406,8 @@ fn empty_object_changes_nothing() {
 
     assert!(with.latents().row(empty).iter().all(|&z| z == 0.0));
     assert_eq!(with.warnings.len(), 1, "{:?}", with.warnings);
-    assert!(with.warnings[0].contains("row 37"), "{}", with.warnings[0]);
+    assert!(with.warnings[0].contains("rows [37]"), "{}", with.warnings[0]);
+    assert_eq!(with.coverage.empty_objects, [37]);
     assert!(without.warnings.is_empty(), "{:?}", without.warnings);
     // The empty object adds only its latents' prior at zero: K · ½ ln 2π.
     let offset = K as f64 * 0.5 * (2.0 * std::f64::consts::PI).ln();
@@ -491,7 +492,8 @@ fn unobserved_pixel_is_reported() {
 
     assert_eq!(fit.warnings.len(), 1, "{:?}", fit.warnings);
     assert!(fit.warnings[0].contains("`flux`"), "{}", fit.warnings[0]);
-    assert!(fit.warnings[0].contains("column 3"), "{}", fit.warnings[0]);
+    assert!(fit.warnings[0].contains("columns [3]"), "{}", fit.warnings[0]);
+    assert_eq!(fit.coverage.output("flux").unwrap().empty_columns, [3]);
     let row = fit.get("B").unwrap().slice(s![3, ..]).to_owned();
     assert!(row.iter().all(|&b| b.abs() < 1e-12), "{row}");
 }
