@@ -73,6 +73,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let l = data.labels.len();
     let mut predicted = Array2::from_elem((n, l), f64::NAN);
     let mut predicted_err = Array2::from_elem((n, l), f64::NAN);
+    let mut ridge_predicted = Array2::from_elem((n, l), f64::NAN);
     let mut fold_of = vec![String::new(); n];
     let mut histories = Vec::new();
     let mut shown: Vec<(usize, Vec<f64>)> = Vec::new();
@@ -106,6 +107,12 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             infer,
             status_name(&prediction.inference.status),
         ));
+        if args.ridge_alpha > 0.0 {
+            let ridge = ridge_fold(&data, &train, test, args.ridge_alpha);
+            for (row, &i) in test.iter().enumerate() {
+                ridge_predicted.row_mut(i).assign(&ridge.row(row));
+            }
+        }
         fit_seconds += trained.seconds;
         infer_seconds += infer;
         histories.push((format!("fold {}", f + 1), trained.fit.loss_history.clone()));
@@ -125,6 +132,14 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
             mean_infer_seconds: infer_seconds / folds as f64,
         };
         progress.println(cv_table(&cv));
+        if args.ridge_alpha > 0.0 {
+            let ridge = CvSummary {
+                labels: crate::fit::metrics(&data, &ridge_predicted, &thresholds),
+                ..cv.clone()
+            };
+            progress.println(format!("ridge baseline (flux to labels, α = {}), same folds:", args.ridge_alpha));
+            progress.println(cv_table(&ridge).lines().filter(|line| line.starts_with('|')).collect::<Vec<_>>().join("\n"));
+        }
         Some(cv)
     };
 
@@ -483,6 +498,25 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
     };
     saved.check()?;
     Ok(Trained { saved, fit, seconds })
+}
+
+/// Predicts the labels of the `test` stars by ridge regression on the `train` stars,
+/// in catalogue units (fitted in each label's transform, as the model is).
+fn ridge_fold(data: &Training, train: &[usize], test: &[usize], alpha: f64) -> Array2<f64> {
+    let mut labels = data.catalogue.select(Axis(0), train);
+    for ((_, l), value) in labels.indexed_iter_mut() {
+        *value = data.labels[l].forward(*value, 0.0).0;
+    }
+    let mut predicted = crate::ridge::ridge_predict(
+        &data.flux.select(Axis(0), train),
+        &labels,
+        &data.flux.select(Axis(0), test),
+        alpha,
+    );
+    for ((_, l), value) in predicted.indexed_iter_mut() {
+        *value = data.labels[l].inverse(*value, 0.0).0;
+    }
+    predicted
 }
 
 /// Replaces the training latents by those inferred from flux alone, then refits the

@@ -14,6 +14,7 @@ mod info;
 mod input;
 mod predict;
 mod progress;
+mod ridge;
 mod settings;
 
 use std::error::Error;

@@ -227,6 +227,10 @@ pub struct FitArgs {
     /// NAME=VALUE in the label's unit, comma separated.
     #[arg(long, default_value = DEFAULTS.outliers)]
     pub outliers: String,
+    /// Penalty α of the ridge-regression baseline (flux to labels, standardized flux
+    /// units) reported on the same folds; 0 skips it.
+    #[arg(long, default_value_t = 10.0)]
+    pub ridge_alpha: f64,
     /// Writes the cross-validated predictions (CSV: id, fold, then catalogue,
     /// predicted and 1-sigma uncertainty per label).
     #[arg(long)]
