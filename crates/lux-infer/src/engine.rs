@@ -250,6 +250,8 @@ pub enum BlockMethod {
     /// Not linear-Gaussian, but every element is the exact minimizer of its own
     /// one-dimensional problem (an intrinsic scatter), found by a root search.
     ElementwiseExact,
+    /// Every object's latents take this many damped Gauss-Newton steps per cycle.
+    GaussNewton { steps_per_cycle: usize },
     /// Moved by a gradient sub-engine: Adam with this many steps per cycle.
     Gradient { steps_per_cycle: usize },
     /// Held fixed.

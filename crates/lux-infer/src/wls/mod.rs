@@ -7,6 +7,7 @@
 //! solves, a rebalancing step along the latent-space symmetry (see [`symmetry`]) takes
 //! the fit straight to the bottom of the valley that alternation alone crawls along.
 
+mod gauss_newton;
 pub(crate) mod latents;
 mod layer;
 pub(crate) mod normal;
@@ -92,6 +93,7 @@ enum Runner<'a> {
     Latents,
     Layers { observe: usize, layers: Vec<lux_dsl::LinearLayer> },
     Scatter { observe: usize },
+    GaussNewton(gauss_newton::GaussNewton),
     Gradient {
         objective: Objective<'a>,
         state: AdamState,
@@ -241,6 +243,14 @@ impl BlockWls {
             let all_free = block_params.len() == block.params.len();
             let runner = match block.kind {
                 BlockKind::Latents if block.closed_form => Some(Runner::Latents),
+                // Nonlinear latents under Gaussian or flat priors take Gauss-Newton steps,
+                // unless an Adam sub-engine was asked for by name.
+                BlockKind::Latents
+                    if model.latents().iter().all(|l| l.prior.gaussian().is_some())
+                        && !self.sub_engine_overrides.iter().any(|(name, _, _)| name == "latents") =>
+                {
+                    Some(Runner::GaussNewton(gauss_newton::GaussNewton::new(data.n_objects())))
+                }
                 BlockKind::Scatter { output } if all_free => Some(Runner::Scatter { observe: output }),
                 BlockKind::Mean { output } if block.closed_form && all_free => structure.layers[output]
                     .clone()
@@ -251,11 +261,18 @@ impl BlockWls {
                 Some(runner) => {
                     let method = match runner {
                         Runner::Scatter { .. } => BlockMethod::ElementwiseExact,
+                        Runner::GaussNewton(_) => BlockMethod::GaussNewton {
+                            steps_per_cycle: gauss_newton::STEPS_PER_CYCLE,
+                        },
                         _ => BlockMethod::ClosedForm,
                     };
                     let reason = match runner {
                         Runner::Scatter { .. } => format!(
                             "{}. Each element is the exact minimizer of its own one-dimensional problem.",
+                            block.reason
+                        ),
+                        Runner::GaussNewton(_) => format!(
+                            "{}. Each object's latents take damped Gauss-Newton steps on its own problem.",
                             block.reason
                         ),
                         _ => block.reason.clone(),
@@ -269,8 +286,7 @@ impl BlockWls {
                 }
                 None => {
                     // NOTE: fixed-rate Adam sub-steps keep the loss moving by more than `tol`,
-                    // so a fit with such a block (The Cannon's latents) rarely reports
-                    // `converged`. A per-object Gauss-Newton step would be exact there.
+                    // so a fit with such a block rarely reports `converged`.
                     let sub_free = Free {
                         latents: block_free_latents,
                         params: (0..model.params().len()).map(|i| block_params.contains(&i)).collect(),
@@ -474,6 +490,7 @@ impl Engine for BlockWls {
                         }
                     }
                     Runner::Scatter { observe } => scatter::solve_scatter(model, params, data, *observe)?,
+                    Runner::GaussNewton(state) => state.run(model, params, data)?,
                     Runner::Gradient {
                         objective,
                         state,
