@@ -19,7 +19,7 @@ pub enum SurveyError {
     },
 
     /// The file does not start with the `SIMPLE` card every FITS file starts with.
-    #[error("{}: not a FITS file (it does not start with `SIMPLE  =`)", path.display())]
+    #[error("{}: not a FITS file (it does not start with `SIMPLE  =`); remove it from the spectra, or narrow the file pattern", path.display())]
     NotFits { path: PathBuf },
 
     /// The file ends before the header or data its header announces.

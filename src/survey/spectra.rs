@@ -203,9 +203,11 @@ pub fn find_files(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, SurveyError
             source,
         })?;
         let path = entry.path();
-        let name_matches = path
-            .file_name()
-            .is_some_and(|name| matcher.matches(&name.to_string_lossy()));
+        // Hidden files (such as the fetch script's `.fetched-from` stamp) never match.
+        let name_matches = path.file_name().is_some_and(|name| {
+            let name = name.to_string_lossy();
+            !name.starts_with('.') && matcher.matches(&name)
+        });
         if name_matches && path.is_file() {
             paths.push(path);
         }

@@ -94,6 +94,6 @@ pub enum CliError {
     },
 
     /// `lux info` does not know the file type.
-    #[error("{}: unknown file type; `lux info` reads .json models, .fits, .npy, .npz, .csv and .db files", path.display())]
+    #[error("{}: unknown file type{}; `lux info` reads .json models, .fits, .npy, .npz, .csv and .db files", path.display(), if path.is_dir() { " (it is a directory: name one file in it)" } else { "" })]
     UnknownFileType { path: PathBuf },
 }

@@ -244,8 +244,15 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
     let rows: Vec<usize> = (0..joined.n_rows()).filter(|&i| labelled(i)).collect();
     let skipped = joined.n_rows() - rows.len();
     if skipped > 0 {
-        let which = if args.require_all_labels { "lack a label" } else { "have no label" };
-        println!("{skipped} spectra {which} in {} and are left out", args.labels.display());
+        let unlabelled = (0..joined.n_rows()).filter(|&i| joined.values.row(i).iter().all(|v| !v.is_finite())).count();
+        if args.require_all_labels {
+            println!(
+                "{skipped} spectra lack at least one label in {} ({unlabelled} have none) and are left out",
+                args.labels.display()
+            );
+        } else {
+            println!("{skipped} spectra have no label in {} and are left out", args.labels.display());
+        }
     }
 
     let labels = label_specs(args, &columns)?;

@@ -58,9 +58,10 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
         SavedError::Fit(fit) => name_star(fit, "inferring latents", |row| spectra.ids[row].clone(), &saved.wavelength),
         other => other.into(),
     })?;
+    let n = spectra.n_spectra();
     eprintln!(
-        "inferred the latents of {} spectra: {}, {} cycles, {:.3} s",
-        spectra.n_spectra(),
+        "inferred the latents of {n} spectr{}: {}, {} cycles, {:.3} s",
+        if n == 1 { "um" } else { "a" },
         status_name(&prediction.inference.status),
         prediction.inference.iterations,
         started.elapsed().as_secs_f64()
@@ -72,11 +73,13 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
             let table = concatenate(Axis(1), &[prediction.values.view(), prediction.errors.view()])
                 .expect("same number of rows");
             write_array(path, &table)?;
+            eprintln!("wrote labels and their uncertainties to {}", path.display());
         }
         Some(path) => {
             let (header, columns) = input::prediction_columns(&prediction.names, &prediction.values, &prediction.errors);
             let header: Vec<String> = std::iter::once("id".to_string()).chain(header).collect();
             input::write_csv(path, &header, &spectra.ids, &columns)?;
+            eprintln!("wrote labels and their uncertainties to {}", path.display());
         }
         None => {
             let (header, columns) = input::prediction_columns(&prediction.names, &prediction.values, &prediction.errors);
@@ -86,6 +89,7 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
     }
     if let Some(path) = &args.reconstruct {
         write_array(path, &prediction.reconstruction)?;
+        eprintln!("wrote model spectra to {}", path.display());
     }
     Ok(())
 }
