@@ -191,8 +191,8 @@ pub struct FitArgs {
     #[arg(long, default_value_t = DEFAULTS.scatter, action = ArgAction::Set)]
     pub scatter: bool,
     /// After training, infers the training stars' latents from their flux alone and
-    /// refits the label map on them, so that the map sees latents made the way test
-    /// stars' latents are.
+    /// refits the label map on them, so that the map is fitted to latents made the way
+    /// test stars' latents are.
     #[arg(long, default_value_t = DEFAULTS.refit_label_map, action = ArgAction::Set)]
     pub refit_label_map: bool,
 

@@ -12,6 +12,8 @@
 //! with `J_o` the Jacobian of `f_o` by central differences. Each object keeps its own
 //! damping λ and accepts a step only if its loss falls, so the block loss never rises.
 
+use faer::linalg::solvers::Solve;
+use faer::{Mat, Side};
 use lux_dsl::{Dataset, Model, Params};
 use ndarray::{Array2, Array3};
 
@@ -193,40 +195,13 @@ fn normal_equations(
 /// Solves `(H + λ diag(H)) δ = g` for object `i` by Cholesky; `None` when the damped
 /// matrix is not positive definite.
 fn damped_step(normal: &Array3<f64>, gradient: &Array2<f64>, i: usize, k: usize, damping: f64) -> Option<Vec<f64>> {
-    let mut a = vec![0.0; k * k];
-    for r in 0..k {
-        for c in 0..k {
-            a[r * k + c] = normal[[i, r, c]];
-        }
-        a[r * k + r] *= 1.0 + damping;
-    }
-    // In-place Cholesky, A = L Lᵀ, L stored in the lower triangle.
-    for c in 0..k {
-        let mut d = a[c * k + c];
-        for m in 0..c {
-            d -= a[c * k + m] * a[c * k + m];
-        }
-        if !(d > 0.0) {
-            return None;
-        }
-        let d = d.sqrt();
-        a[c * k + c] = d;
-        for r in c + 1..k {
-            let mut s = a[r * k + c];
-            for m in 0..c {
-                s -= a[r * k + m] * a[c * k + m];
-            }
-            a[r * k + c] = s / d;
-        }
-    }
-    let mut x: Vec<f64> = (0..k).map(|r| gradient[[i, r]]).collect();
-    for r in 0..k {
-        let s: f64 = (0..r).map(|m| a[r * k + m] * x[m]).sum();
-        x[r] = (x[r] - s) / a[r * k + r];
-    }
-    for r in (0..k).rev() {
-        let s: f64 = (r + 1..k).map(|m| a[m * k + r] * x[m]).sum();
-        x[r] = (x[r] - s) / a[r * k + r];
-    }
-    x.iter().all(|v| v.is_finite()).then_some(x)
+    let matrix = Mat::<f64>::from_fn(k, k, |r, c| {
+        let h = normal[[i, r, c]];
+        if r == c { h * (1.0 + damping) } else { h }
+    });
+    let llt = matrix.llt(Side::Lower).ok()?;
+    let rhs = Mat::<f64>::from_fn(k, 1, |r, _| gradient[[i, r]]);
+    let step = llt.solve(&rhs);
+    let step: Vec<f64> = (0..k).map(|r| step[(r, 0)]).collect();
+    step.iter().all(|v| v.is_finite()).then_some(step)
 }
