@@ -385,6 +385,12 @@ pub struct SavedModel {
     /// Posterior covariance of each row of `[A a]` (L×D×D, D = K + 1 with a bias), in
     /// standardized units, given the training latents; `None` when it was not computed.
     pub label_map_covariance: Option<SavedArray>,
+    /// Per label, a model error added in quadrature to every predicted uncertainty, in
+    /// the fitted units of the label (dex for a log10 label). `lux fit` sets it from its
+    /// cross-validation, so that the held-out residuals have unit robust scatter in
+    /// units of their predicted uncertainty; `None` without cross-validation.
+    #[serde(default)]
+    pub label_model_error: Option<Vec<f64>>,
     pub fit: FitSummary,
 }
 
@@ -395,9 +401,10 @@ pub struct Prediction {
     pub names: Vec<String>,
     /// N×L predicted labels.
     pub values: Array2<f64>,
-    /// N×L 1-sigma uncertainties: latent posterior and label-map covariance propagated.
-    /// NOTE: they assume the model is right and the flux errors are as given. On MILES
-    /// (assumed S/N 100) cross-validated residuals are 8 to 11 times larger.
+    /// N×L 1-sigma uncertainties: latent posterior and label-map covariance propagated,
+    /// plus the label model error when the model has one. Without it they assume the
+    /// model is right and the flux errors are as given; on MILES (assumed S/N 100) the
+    /// cross-validated residuals are then 8 to 11 times larger.
     pub errors: Array2<f64>,
     /// N×P model flux, in the units of the preprocessed spectra.
     pub reconstruction: Array2<f64>,
@@ -634,7 +641,8 @@ impl SavedModel {
         for i in 0..n {
             for (l, spec) in self.labels.iter().enumerate() {
                 let fitted = labels.mean[[i, l]] * scale[l] + shift[l];
-                let std = variance[[i, l]].sqrt() * scale[l];
+                let model_error = self.label_model_error.as_ref().map_or(0.0, |e| e[l]);
+                let std = (variance[[i, l]] * scale[l] * scale[l] + model_error * model_error).sqrt();
                 let (v, e) = spec.inverse(fitted, std);
                 values[[i, l]] = v;
                 errors[[i, l]] = e;
@@ -726,6 +734,7 @@ mod tests {
             ],
             params: params.globals().map(|(name, a)| SavedArray::from_array(name, a)).collect(),
             label_map_covariance: None,
+            label_model_error: None,
             fit: FitSummary {
                 label_weight: 1.0,
                 refit_label_map: false,

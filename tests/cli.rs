@@ -404,4 +404,15 @@ fn fit_adam_holdout() {
     assert_eq!(fit["cv"]["labels"][0]["n"], 61);
     // A, a, B, b and the per-pixel scatter s, which is on by default.
     assert_eq!(saved["params"].as_array().unwrap().len(), 5);
+
+    // The hold-out residuals set one model error per label, in fitted units.
+    let model_error: Vec<f64> = saved["label_model_error"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(model_error.len(), 3);
+    assert!(model_error.iter().all(|e| e.is_finite() && *e >= 0.0), "{model_error:?}");
+    assert!(model_error.iter().any(|e| *e > 0.0), "{model_error:?}");
 }

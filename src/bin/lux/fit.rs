@@ -152,6 +152,19 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     for warning in &trained.fit.warnings {
         progress.println(format!("warning: {warning}"));
     }
+    if cv.is_some() {
+        let model_error = model_errors(&data, &predicted, &predicted_err);
+        progress.println(format!(
+            "label model errors from the cross-validation, added to predicted uncertainties: {}",
+            data.labels
+                .iter()
+                .zip(&model_error)
+                .map(|(spec, e)| format!("{} {e:.4}", spec.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        trained.saved.label_model_error = Some(model_error);
+    }
     trained.saved.fit.cv = cv;
     histories.push(("final".into(), trained.fit.loss_history.clone()));
 
@@ -480,6 +493,7 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
         scaler,
         params: fit.params.globals().map(|(name, value)| SavedArray::from_array(name, value)).collect(),
         label_map_covariance: map.map(|m| SavedArray::from_array("label_map_covariance", &m.rows.into_dyn())),
+        label_model_error: None,
         fit: FitSummary {
             label_weight: args.label_weight,
             refit_label_map: args.refit_label_map,
@@ -505,6 +519,36 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
     };
     saved.check()?;
     Ok(Trained { saved, fit, seconds })
+}
+
+/// Returns, per label, the error to add in quadrature to the predicted uncertainties
+/// (in fitted units) so that the cross-validated residuals have a robust scatter of 1
+/// in units of their uncertainty: `s² = max(0, rs(Δ)² − median(σ²))`, with `rs` the
+/// robust scatter (1.4826 MAD) of the residuals Δ in fitted units.
+fn model_errors(data: &Training, predicted: &Array2<f64>, predicted_err: &Array2<f64>) -> Vec<f64> {
+    data.labels
+        .iter()
+        .enumerate()
+        .map(|(l, spec)| {
+            let mut residuals = Vec::new();
+            let mut variances = Vec::new();
+            for i in 0..predicted.nrows() {
+                let (value, err) = spec.forward(predicted[[i, l]], predicted_err[[i, l]]);
+                let (truth, _) = spec.forward(data.catalogue[[i, l]], 0.0);
+                if (value - truth).is_finite() && err.is_finite() {
+                    residuals.push(value - truth);
+                    variances.push(err * err);
+                }
+            }
+            if residuals.is_empty() {
+                return 0.0;
+            }
+            let center = median(&mut residuals.clone());
+            let mut deviations: Vec<f64> = residuals.iter().map(|r| (r - center).abs()).collect();
+            let scatter = MAD_TO_SIGMA * median(&mut deviations);
+            (scatter * scatter - median(&mut variances)).max(0.0).sqrt()
+        })
+        .collect()
 }
 
 /// Predicts the labels of the `test` stars by ridge regression on the `train` stars,
