@@ -161,3 +161,24 @@ fn macro_model_gives_builder_figures() {
     assert_eq!(from_macro.loss_history, from_builder.loss_history);
     assert_eq!(from_macro.params, from_builder.params);
 }
+
+#[test]
+fn cycle_observer_sees_history() {
+    let (train, _) = seed_linear();
+    let model = lux_model();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let engine = BlockWls {
+        on_cycle: Some(lux::infer::CycleObserver(std::sync::Arc::new(move |cycle, loss| {
+            record.lock().unwrap().push((cycle, loss));
+        }))),
+        ..BlockWls::default()
+    };
+    let fit = engine.fit(&model, &train, &FitOptions::default()).unwrap();
+
+    let seen = seen.lock().unwrap();
+    let cycles: Vec<usize> = seen.iter().map(|&(cycle, _)| cycle).collect();
+    let losses: Vec<f64> = seen.iter().map(|&(_, loss)| loss).collect();
+    assert_eq!(cycles, (1..=fit.iterations).collect::<Vec<_>>());
+    assert_eq!(losses, fit.loss_history);
+}

@@ -23,4 +23,4 @@ pub use uncertainty::{
     CovarianceMethod, LatentCovariance, MapCovariance, PredictionUncertainty, latent_covariance, map_covariance,
     predict_with_uncertainty,
 };
-pub use wls::{BlockWls, StoppingRule};
+pub use wls::{BlockWls, CycleObserver, StoppingRule};

@@ -81,7 +81,8 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     for (f, test) in splits.iter().enumerate() {
         let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();
         progress.stage(format!("fold {}/{}: training on {} stars", f + 1, splits.len(), train.len()));
-        let trained = train_model(args, &data, &train)?;
+        let stage = format!("fold {}/{}", f + 1, splits.len());
+        let trained = train_model(args, &data, &train, Some(progress.cycle_observer(stage)))?;
         progress.fit_done(trained.fit.loss);
 
         let infer_started = Instant::now();
@@ -146,7 +147,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     // The final model, on every labelled star.
     progress.stage(format!("final model: training on {n} stars"));
     let all: Vec<usize> = (0..n).collect();
-    let mut trained = train_model(args, &data, &all)?;
+    let mut trained = train_model(args, &data, &all, Some(progress.cycle_observer("final model".into())))?;
     progress.fit_done(trained.fit.loss);
     progress.println(format!("final model: {}", summary_line(&trained.fit, trained.seconds, n)));
     for warning in &trained.fit.warnings {
@@ -431,7 +432,12 @@ fn shuffle(values: &mut [usize], seed: u64) {
 }
 
 /// Trains a model on `rows` and packs it with its preprocessing.
-fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Trained, CliError> {
+fn train_model(
+    args: &FitArgs,
+    data: &Training,
+    rows: &[usize],
+    observer: Option<lux::infer::CycleObserver>,
+) -> Result<Trained, CliError> {
     let flux = data.flux.select(Axis(0), rows);
     let flux_err = data.preprocessing.flux_errors(&flux)?;
     let catalogue = data.catalogue.select(Axis(0), rows);
@@ -461,7 +467,11 @@ fn train_model(args: &FitArgs, data: &Training, rows: &[usize]) -> Result<Traine
     let started = Instant::now();
     let options = FitOptions::default().seed(args.seed);
     let mut fit = match args.engine {
-        EngineKind::Wls => wls(args).fit(&model, &train, &options),
+        EngineKind::Wls => BlockWls {
+            on_cycle: observer,
+            ..wls(args)
+        }
+        .fit(&model, &train, &options),
         EngineKind::Adam => Adam::new(args.learning_rate, args.steps).fit(&model, &train, &options),
     }
     .map_err(|err| name_star(err, "training", |row| data.ids[rows[row]].clone(), &data.wavelength))?;

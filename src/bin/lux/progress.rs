@@ -12,8 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Delay before the bar appears, so short runs print only their summary lines.
 const SHOW_AFTER: Duration = Duration::from_secs(1);
 
-/// A bar counting fits. The engines report no progress within a fit, so the bar shows
-/// the fit now running and the final loss of the one before.
+/// A bar counting fits; within a block-WLS fit it shows the current cycle and loss.
 pub struct Progress {
     bar: ProgressBar,
     done: Arc<AtomicBool>,
@@ -52,6 +51,15 @@ impl Progress {
             Some(loss) => self.bar.set_message(format!("{message} (previous fit: loss {loss:.6e})")),
             None => self.bar.set_message(message),
         }
+    }
+
+    /// Returns an observer for a block-WLS fit that shows `stage`, the cycle and the
+    /// current loss on the bar.
+    pub fn cycle_observer(&self, stage: String) -> lux::infer::CycleObserver {
+        let bar = self.bar.clone();
+        lux::infer::CycleObserver(Arc::new(move |cycle, loss| {
+            bar.set_message(format!("{stage}: cycle {cycle}, loss {loss:.6e}"));
+        }))
     }
 
     /// Counts one fit as done and keeps its final loss for the next message.

@@ -67,6 +67,19 @@ pub struct BlockWls {
     pub sub_engine_overrides: Vec<(String, usize, f64)>,
     /// Gradient method for those blocks and for the final check.
     pub backend: GradientBackend,
+    /// Called after every cycle with the cycle number (from 1) and the loss, for
+    /// progress reports. `None` by default.
+    pub on_cycle: Option<CycleObserver>,
+}
+
+/// A callback that receives the cycle number and the loss after each cycle.
+#[derive(Clone)]
+pub struct CycleObserver(pub std::sync::Arc<dyn Fn(usize, f64) + Send + Sync>);
+
+impl std::fmt::Debug for CycleObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CycleObserver")
+    }
 }
 
 impl Default for BlockWls {
@@ -83,6 +96,7 @@ impl Default for BlockWls {
             sub_learning_rate: 1e-2,
             sub_engine_overrides: Vec::new(),
             backend: GradientBackend::Auto,
+            on_cycle: None,
         }
     }
 }
@@ -129,6 +143,13 @@ impl BlockWls {
         Adam {
             backend: self.backend,
             ..Adam::new(learning_rate, steps)
+        }
+    }
+
+    /// Passes the latest cycle to [`BlockWls::on_cycle`], if set.
+    fn report(&self, history: &[f64]) {
+        if let (Some(observer), Some(&loss)) = (&self.on_cycle, history.last()) {
+            (observer.0)(history.len(), loss);
         }
     }
 
@@ -534,7 +555,10 @@ impl Engine for BlockWls {
             for _ in 0..if accelerate { 2 } else { 1 } {
                 let before = flatten(&params);
                 match run_cycle(&mut params, &mut runners)? {
-                    Cycle::Loss(loss) => history.push(loss),
+                    Cycle::Loss(loss) => {
+                        history.push(loss);
+                        self.report(&history);
+                    }
                     Cycle::Diverged(quantity) => {
                         unflatten(&before, &mut params);
                         divergence = Some(Divergence {
@@ -571,6 +595,7 @@ impl Engine for BlockWls {
                     history.push(plain_loss);
                 }
             }
+            self.report(&history);
             if self.stop(&history, &mut below, &objective, &params, &mut last_grad)? {
                 rule_met = true;
                 break;
