@@ -12,6 +12,7 @@
 
 use lux_dsl::{Dataset, Model, Params, Prior};
 use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
 
 use crate::error::FitError;
 
@@ -46,7 +47,7 @@ pub(crate) fn solve_scatter(model: &Model, params: &mut Params, data: &Dataset, 
         let all: Vec<(f64, f64)> = columns.into_iter().flatten().collect();
         vec![minimize_variance(&all, prior_slope).sqrt()]
     } else {
-        columns.iter().map(|c| minimize_variance(c, prior_slope).sqrt()).collect()
+        columns.par_iter().map(|c| minimize_variance(c, prior_slope).sqrt()).collect()
     };
     params.insert(&node.name, ArrayD::from_shape_vec(IxDyn(&node.shape), values).expect("declared shape"));
     Ok(())

@@ -265,10 +265,10 @@ fn sym_power(x: &Mat<f64>, power: f64) -> Option<Mat<f64>> {
     if !(largest > 0.0) || values.iter().any(|&v| !(v > MIN_RELATIVE_EIGENVALUE * largest)) {
         return None;
     }
+    // U diag(λ^power) Uᵀ: one power per eigenvalue, then one matrix product.
     let u = eigen.U();
-    Some(Mat::<f64>::from_fn(k, k, |i, j| {
-        (0..k).map(|l| u[(i, l)] * values[l].powf(power) * u[(j, l)]).sum()
-    }))
+    let scaled = Mat::<f64>::from_fn(k, k, |i, l| u[(i, l)] * values[l].powf(power));
+    Some(&scaled * u.transpose())
 }
 
 fn to_ndarray(x: &Mat<f64>) -> Array2<f64> {
