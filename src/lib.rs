@@ -14,6 +14,7 @@ pub use lux_infer as infer;
 pub mod survey;
 pub mod plot;
 pub mod saved;
+pub mod start;
 #[doc(inline)]
 pub use lux_macros::lux_model;
 

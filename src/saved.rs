@@ -48,6 +48,18 @@ pub const VERSION: u32 = 1;
 /// Kind of the Lux model: `label = A z + a`, `flux = B z + b`.
 pub const KIND_LUX: &str = "lux";
 
+/// Kind of The Cannon: the labels are the latents, `flux = theta · poly(y, 2)`.
+pub const KIND_CANNON: &str = "cannon";
+
+/// Prior standard deviation of The Cannon's coefficients, in standardized flux units:
+/// wide enough to leave every coefficient to the data, finite so that a pixel's normal
+/// equations stay regular when the training labels are nearly collinear.
+pub const CANNON_THETA_PRIOR: f64 = 10.0;
+
+/// Cycle cap and relative tolerance of The Cannon's label inference.
+const CANNON_INFERENCE_CYCLES: usize = 100;
+const CANNON_INFERENCE_TOL: f64 = 1e-10;
+
 /// Errors from saving, loading or using a saved model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -82,7 +94,7 @@ pub enum SavedError {
     Version { path: PathBuf, found: String, supported: u32 },
 
     /// The model is of a kind this library does not rebuild.
-    #[error("{}: model kind `{found}` is not supported: this build knows `{KIND_LUX}`", path.display())]
+    #[error("{}: model kind `{found}` is not supported: this build knows `{KIND_LUX}` and `{KIND_CANNON}`", path.display())]
     Kind { path: PathBuf, found: String },
 
     /// Two fields of the model disagree (a parameter of the wrong size, a grid of the
@@ -117,7 +129,7 @@ pub enum SavedError {
     Fit(#[from] FitError),
 }
 
-/// Sizes of a Lux model.
+/// Sizes of a model (for The Cannon, `latents` equals `labels`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dims {
     /// Latent size K.
@@ -380,7 +392,8 @@ pub struct SavedModel {
     pub model: ModelSpec,
     /// Shift and scale of `label` (on the transformed labels) and `flux`.
     pub scaler: Vec<SavedScaler>,
-    /// Fitted global parameters: `A`, `B`, and `a`, `b`, `s` where present.
+    /// Fitted global parameters: `A`, `B`, and `a`, `b`, `s` where present (Lux), or
+    /// `theta` and `s` (The Cannon).
     pub params: Vec<SavedArray>,
     /// Posterior covariance of each row of `[A a]` (L×D×D, D = K + 1 with a bias), in
     /// standardized units, given the training latents; `None` when it was not computed.
@@ -412,6 +425,24 @@ pub struct Prediction {
     pub inference: lux_infer::Fit,
 }
 
+/// Builds The Cannon (Ness et al. 2015) for L labels and P pixels: the standardized
+/// labels are the latents `y` (flat prior) and are observed directly, and the flux is
+/// `theta · poly(y, 2)`, the constant, linear and quadratic terms of the labels, with
+/// `theta ~ Normal(0, 10)`. With `scatter`, a per-pixel `s ~ HalfNormal(1)` is added
+/// in quadrature to the flux errors.
+pub fn build_cannon(dims: Dims, spec: ModelSpec) -> Result<Model, GraphError> {
+    let mut b = ModelBuilder::default();
+    let y = b.latent("y", dims.labels, Prior::Flat)?;
+    let features = b.poly(y, 2)?;
+    let n_features = 1 + dims.labels + dims.labels * (dims.labels + 1) / 2;
+    let theta = b.param("theta", &[dims.pixels, n_features], Prior::normal(0.0, CANNON_THETA_PRIOR))?;
+    let flux = b.linear(theta, features)?;
+    let scatter = if spec.scatter { Some(b.param("s", &[dims.pixels], Prior::half_normal(1.0))?) } else { None };
+    b.observe("label", y, None)?;
+    b.observe("flux", flux, scatter)?;
+    b.build()
+}
+
 /// Builds the Lux model: `z ~ Normal(0, 1)` of size K, `label = A z (+ a)`,
 /// `flux = B z (+ b)`, every map element `Normal(0, 1)`, and with `scatter` a per-pixel
 /// intrinsic scatter `s ~ HalfNormal(1)` added in quadrature to the flux errors.
@@ -436,7 +467,20 @@ pub fn build_lux(dims: Dims, spec: ModelSpec) -> Result<Model, GraphError> {
 impl SavedModel {
     /// Rebuilds the model graph.
     pub fn model(&self) -> Result<Model, SavedError> {
-        Ok(build_lux(self.dims, self.model)?)
+        Ok(match self.kind.as_str() {
+            KIND_CANNON => build_cannon(self.dims, self.model)?,
+            _ => build_lux(self.dims, self.model)?,
+        })
+    }
+
+    /// The engine that infers new stars' latents: that of the training settings for
+    /// Lux, whose latents are one exact solve per star; for The Cannon, Gauss-Newton
+    /// steps to a tight relative tolerance, since its labels are nonlinear in the flux.
+    pub fn inference_engine(&self) -> BlockWls {
+        match self.kind.as_str() {
+            KIND_CANNON => BlockWls::new(CANNON_INFERENCE_CYCLES, CANNON_INFERENCE_TOL),
+            _ => self.fit.inference_engine(),
+        }
     }
 
     /// Returns the fitted global parameters, with the latents of `n_objects` objects at zero.
@@ -508,7 +552,7 @@ impl SavedModel {
             });
         }
         match value.get("kind").and_then(|v| v.as_str()) {
-            Some(KIND_LUX) => {}
+            Some(KIND_LUX | KIND_CANNON) => {}
             _ => {
                 return Err(SavedError::Kind {
                     path: path.to_path_buf(),
@@ -532,6 +576,12 @@ impl SavedModel {
     /// Checks that every field agrees with the sizes.
     pub fn check(&self) -> Result<(), SavedError> {
         let Dims { latents: k, labels: l, pixels: p } = self.dims;
+        if self.kind == KIND_CANNON && k != l {
+            return Err(self.inconsistent(format!("a Cannon model has one latent per label: {k} latents for {l} labels")));
+        }
+        if self.kind == KIND_CANNON && self.label_map_covariance.is_some() {
+            return Err(self.inconsistent("a Cannon model has no label map, but the file has its covariance".into()));
+        }
         if self.labels.len() != l {
             return Err(self.inconsistent(format!("{} label names for {l} labels", self.labels.len())));
         }
@@ -611,7 +661,7 @@ impl SavedModel {
 
         let trained = self.params(n)?;
         let options = FitOptions::infer_latents(&model, &trained, n);
-        let inference = self.fit.inference_engine().fit(&model, &data, &options)?;
+        let inference = self.inference_engine().fit(&model, &data, &options)?;
 
         let covariance = latent_covariance(&model, &inference.params, &data)?;
         let labels = predict_with_uncertainty(&model, &inference.params, &covariance, None, "label", false)?;

@@ -4,19 +4,19 @@ use std::path::Path;
 use std::time::Instant;
 
 use lux::dsl::ndarray::{Array2, Axis};
-use lux::dsl::{Dataset, ShiftScale};
+use lux::dsl::{Dataset, Params, ShiftScale};
 use lux::infer::{Adam, BlockWls, Engine, Fit, FitError, FitOptions, FitStatus, StoppingRule, map_covariance};
 use lux::plot::{self, LabelPanel, MAD_TO_SIGMA, SpectrumPanel};
 use lux::saved::{
-    CvSummary, Dims, FitSummary, KIND_LUX, LabelMetrics, LabelSpec, LabelTransform, ModelSpec, Preprocessing,
-    SavedArray, SavedError, SavedModel, SavedNormalization, SavedScaler, build_lux,
+    CvSummary, Dims, FitSummary, KIND_CANNON, KIND_LUX, LabelMetrics, LabelSpec, LabelTransform, ModelSpec,
+    Preprocessing, SavedArray, SavedError, SavedModel, SavedNormalization, SavedScaler, build_cannon, build_lux,
 };
 use lux::survey::{self, AssumedError, ContinuumFit, LabelErrors, LabelTable, SpectraSet};
 
 use crate::error::CliError;
 use crate::input::{self, cell, unit};
 use crate::progress::Progress;
-use crate::settings::{DEFAULTS, EngineKind, FitArgs, Norm, Stopping};
+use crate::settings::{DEFAULTS, EngineKind, FitArgs, ModelKind, Norm, StartKind, Stopping};
 
 /// Spectra to show with their reconstruction in the spectra figure.
 const SPECTRA_SHOWN: usize = 3;
@@ -251,15 +251,17 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
     for line in &table.skipped {
         println!("warning: {}: {line}, left out", args.labels.display());
     }
+    // The Cannon's training latents are the labels themselves, so each star needs all of them.
+    let require_all = args.require_all_labels || args.model == ModelKind::Cannon;
     let labelled = |i: usize| {
         let row = joined.values.row(i);
-        if args.require_all_labels { row.iter().all(|v| v.is_finite()) } else { row.iter().any(|v| v.is_finite()) }
+        if require_all { row.iter().all(|v| v.is_finite()) } else { row.iter().any(|v| v.is_finite()) }
     };
     let rows: Vec<usize> = (0..joined.n_rows()).filter(|&i| labelled(i)).collect();
     let skipped = joined.n_rows() - rows.len();
     if skipped > 0 {
         let unlabelled = (0..joined.n_rows()).filter(|&i| joined.values.row(i).iter().all(|v| !v.is_finite())).count();
-        if args.require_all_labels {
+        if require_all {
             println!(
                 "{skipped} spectra lack at least one label in {} ({unlabelled} have none) and are left out",
                 args.labels.display()
@@ -453,19 +455,41 @@ fn train_model(
     let raw = Dataset::new().with_errors("flux", flux, flux_err)?.with_errors("label", label, label_err)?;
     let scaler = ShiftScale::fit(&raw)?;
     let train = scaler.transform(&raw)?;
+    let cannon = args.model == ModelKind::Cannon;
     let dims = Dims {
-        latents: args.latents,
+        latents: if cannon { data.labels.len() } else { args.latents },
         labels: data.labels.len(),
         pixels: data.wavelength.len(),
     };
     let spec = ModelSpec {
-        bias: args.bias,
+        bias: args.bias && !cannon,
         scatter: args.scatter,
     };
-    let model = build_lux(dims, spec)?;
+    let model = if cannon { build_cannon(dims, spec)? } else { build_lux(dims, spec)? };
 
     let started = Instant::now();
-    let options = FitOptions::default().seed(args.seed);
+    let options = if cannon {
+        // The Cannon's training step: the latents are the training labels, held fixed,
+        // and `theta` is one exact weighted solve per pixel, alternating with the scatter.
+        let labels = train.output("label").expect("built above").values().clone();
+        let n_features = model.params()[model.param_id("theta").expect("built above").index()].shape[1];
+        let mut init = Params::new(labels).with("theta", Array2::<f64>::zeros((dims.pixels, n_features)).into_dyn());
+        if args.scatter {
+            init.insert("s", lux::dsl::ndarray::Array1::<f64>::zeros(dims.pixels).into_dyn());
+        }
+        FitOptions::from_init(init).fix_latents()
+    } else {
+        match args.start {
+            StartKind::Random => FitOptions::default().seed(args.seed),
+            StartKind::Pca => {
+                FitOptions::from_init(lux::start::principal_components(&model, &train).map_err(|e| CliError::Option {
+                    option: "--start",
+                    value: "pca".into(),
+                    reason: e.to_string(),
+                })?)
+            }
+        }
+    };
     let mut fit = match args.engine {
         EngineKind::Wls => BlockWls {
             on_cycle: observer,
@@ -475,13 +499,14 @@ fn train_model(
         EngineKind::Adam => Adam::new(args.learning_rate, args.steps).fit(&model, &train, &options),
     }
     .map_err(|err| name_star(err, "training", |row| data.ids[rows[row]].clone(), &data.wavelength))?;
-    if args.refit_label_map {
+    if args.refit_label_map && !cannon {
         refit_label_map(args, &model, &train, &mut fit)
             .map_err(|err| name_star(err, "refitting the label map", |row| data.ids[rows[row]].clone(), &data.wavelength))?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    // The map covariance needs the Lux form; without it the label errors are the latent part alone.
-    let map = map_covariance(&model, &fit.params, &train, "label").ok();
+    // The map covariance needs the Lux form; without it the label errors are the latent part
+    // alone. The Cannon has no label map.
+    let map = if cannon { None } else { map_covariance(&model, &fit.params, &train, "label").ok() };
 
     let scaler = ["label", "flux"]
         .iter()
@@ -494,7 +519,7 @@ fn train_model(
     let saved = SavedModel {
         format: lux::saved::FORMAT.into(),
         version: lux::saved::VERSION,
-        kind: KIND_LUX.into(),
+        kind: if cannon { KIND_CANNON.into() } else { KIND_LUX.into() },
         dims,
         labels: data.labels.clone(),
         wavelength: data.wavelength.clone(),

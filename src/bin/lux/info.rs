@@ -72,9 +72,16 @@ fn npy(path: &Path, message: String) -> CliError {
 fn model_info(path: &Path) -> Result<(), CliError> {
     let m = SavedModel::load(path)?;
     println!("{}: lux model, format {} version {}, kind `{}`", path.display(), m.format, m.version, m.kind);
+    let form = if m.kind == lux::saved::KIND_CANNON {
+        "labels = y, flux = theta · poly(y, 2)"
+    } else if m.model.bias {
+        "labels = A z + a, flux = B z + b"
+    } else {
+        "labels = A z, flux = B z"
+    };
     println!(
-        "  dims: {} latents, {} labels, {} pixels; bias {}, intrinsic scatter {}",
-        m.dims.latents, m.dims.labels, m.dims.pixels, m.model.bias, m.model.scatter
+        "  dims: {} latents, {} labels, {} pixels; {form}; intrinsic scatter {}",
+        m.dims.latents, m.dims.labels, m.dims.pixels, m.model.scatter
     );
     let labels: Vec<String> = m
         .labels
@@ -109,7 +116,9 @@ fn model_info(path: &Path) -> Result<(), CliError> {
         "  fit: {} on {} stars, {}, {} cycles, loss {:.6e}, max |grad| {:.3e}, {:.2} s, seed {}",
         f.engine, f.n_train, f.status, f.cycles, f.loss, f.max_abs_grad, f.seconds, f.seed
     );
-    println!("  label-map covariance: {}", if m.label_map_covariance.is_some() { "saved" } else { "absent" });
+    if m.kind != lux::saved::KIND_CANNON {
+        println!("  label-map covariance: {}", if m.label_map_covariance.is_some() { "saved" } else { "absent" });
+    }
     if let Some(cv) = &f.cv {
         println!("  validation: {}, {} fold(s); mean fit {:.2} s, inference {:.3} s", cv.scheme, cv.folds, cv.mean_fit_seconds, cv.mean_infer_seconds);
         for l in &cv.labels {

@@ -177,7 +177,10 @@ pub struct FitArgs {
     #[arg(long, default_value_t = DEFAULTS.mask_nonpositive, action = ArgAction::Set)]
     pub mask_nonpositive: bool,
 
-    /// Model: Lux (`label = A z + a`, `flux = B z + b`, Normal(0, 1) priors).
+    /// Model: Lux (`label = A z + a`, `flux = B z + b`, Normal(0, 1) priors), or The
+    /// Cannon (the labels are the latents, flux quadratic in them; trains on stars with
+    /// every label, and ignores --latents, --bias, --label-weight, --refit-label-map and
+    /// --start).
     #[arg(long, value_enum, default_value_t = ModelKind::Lux)]
     pub model: ModelKind,
     /// Latent size K.
@@ -214,6 +217,9 @@ pub struct FitArgs {
     /// Adam step size (with --engine adam).
     #[arg(long, default_value_t = DEFAULTS.learning_rate)]
     pub learning_rate: f64,
+    /// Where the training fit starts.
+    #[arg(long, value_enum, default_value_t = StartKind::Random)]
+    pub start: StartKind,
     /// Seed of the random start and of the fold split.
     #[arg(long, default_value_t = DEFAULTS.seed)]
     pub seed: u64,
@@ -246,9 +252,20 @@ pub struct FitArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StartKind {
+    /// One draw from the priors.
+    Random,
+    /// Principal components of the standardized labels and flux.
+    Pca,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModelKind {
     /// Lux: labels and flux linear in one latent vector per star.
     Lux,
+    /// The Cannon: flux quadratic in the labels, which are inferred per star by
+    /// Gauss-Newton steps.
+    Cannon,
 }
 
 #[derive(Args, Debug, Clone)]
