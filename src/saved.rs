@@ -362,6 +362,12 @@ pub struct FitSummary {
     /// Whether the label map was refitted on latents inferred from flux alone.
     #[serde(default)]
     pub refit_label_map: bool,
+    /// Robust standard deviations beyond which a training label was left out of the
+    /// refit of the label map (0 = none), and how many were left out.
+    #[serde(default)]
+    pub label_clip: f64,
+    #[serde(default)]
+    pub labels_clipped: usize,
     pub cv: Option<CvSummary>,
 }
 
@@ -788,6 +794,8 @@ mod tests {
             fit: FitSummary {
                 label_weight: 1.0,
                 refit_label_map: false,
+                label_clip: 0.0,
+                labels_clipped: 0,
                 engine: "block_wls".into(),
                 status: "converged".into(),
                 cycles: 3,

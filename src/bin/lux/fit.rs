@@ -44,6 +44,13 @@ struct Trained {
 
 pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let started = Instant::now();
+    if !(args.label_clip.is_finite() && args.label_clip >= 0.0) {
+        return Err(CliError::Option {
+            option: "--label-clip",
+            value: args.label_clip.to_string(),
+            reason: "give a finite number of standard deviations >= 0 (0 keeps every label)".into(),
+        });
+    }
     if !(args.label_weight.is_finite() && args.label_weight > 0.0) {
         return Err(CliError::Option {
             option: "--label-weight",
@@ -150,6 +157,14 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let mut trained = train_model(args, &data, &all, Some(progress.cycle_observer("final model".into())))?;
     progress.fit_done(trained.fit.loss);
     progress.println(format!("final model: {}", summary_line(&trained.fit, trained.seconds, n)));
+    if trained.saved.fit.labels_clipped > 0 {
+        progress.println(format!(
+            "final model: {} of {} training labels left out of the label map as outliers (--label-clip {})",
+            trained.saved.fit.labels_clipped,
+            data.catalogue.iter().filter(|v| v.is_finite()).count(),
+            args.label_clip
+        ));
+    }
     for warning in &trained.fit.warnings {
         progress.println(format!("warning: {warning}"));
     }
@@ -499,8 +514,9 @@ fn train_model(
         EngineKind::Adam => Adam::new(args.learning_rate, args.steps).fit(&model, &train, &options),
     }
     .map_err(|err| name_star(err, "training", |row| data.ids[rows[row]].clone(), &data.wavelength))?;
+    let mut clipped = 0;
     if args.refit_label_map && !cannon {
-        refit_label_map(args, &model, &train, &mut fit)
+        clipped = refit_label_map(args, &model, &train, &mut fit)
             .map_err(|err| name_star(err, "refitting the label map", |row| data.ids[rows[row]].clone(), &data.wavelength))?;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -531,7 +547,9 @@ fn train_model(
         label_model_error: None,
         fit: FitSummary {
             label_weight: args.label_weight,
-            refit_label_map: args.refit_label_map,
+            refit_label_map: args.refit_label_map && !cannon,
+            label_clip: if args.refit_label_map && !cannon { args.label_clip } else { 0.0 },
+            labels_clipped: clipped,
             engine: fit.engine.to_string(),
             status: status_name(&fit.status),
             cycles: fit.iterations,
@@ -606,9 +624,10 @@ fn ridge_fold(data: &Training, train: &[usize], test: &[usize], alpha: f64) -> A
 }
 
 /// Replaces the training latents by those inferred from flux alone, then refits the
-/// label map (`A`, and `a` with biases) on them with everything else fixed. The fit's
-/// loss and status stay those of the training fit.
-fn refit_label_map(args: &FitArgs, model: &lux::dsl::Model, train: &Dataset, fit: &mut Fit) -> Result<(), FitError> {
+/// label map (`A`, and `a` with biases) on them with everything else fixed, leaving out
+/// the labels `--label-clip` marks as outliers. The fit's loss and status stay those of
+/// the training fit. Returns how many labels were left out.
+fn refit_label_map(args: &FitArgs, model: &lux::dsl::Model, train: &Dataset, fit: &mut Fit) -> Result<usize, FitError> {
     let engine = wls(args);
     let flux_only = train.with_only(&["flux"])?;
     let options = FitOptions::infer_latents(model, &fit.params, train.n_objects());
@@ -618,8 +637,57 @@ fn refit_label_map(args: &FitArgs, model: &lux::dsl::Model, train: &Dataset, fit
     for node in model.params().iter().filter(|p| !["A", "a"].contains(&p.name.as_str())) {
         options = options.fix(&node.name);
     }
-    fit.params = engine.fit(model, &train.with_only(&["label"])?, &options)?.params;
-    Ok(())
+    let labels = train.with_only(&["label"])?;
+    fit.params = engine.fit(model, &labels, &options)?.params;
+
+    let mut clipped = 0;
+    if args.label_clip > 0.0 {
+        let out = labels.output("label").expect("selected above");
+        let mut ivar = out.ivar().clone();
+        for _ in 0..LABEL_CLIP_ROUNDS {
+            let predicted = model.predict(&fit.params)?;
+            let residual = out.values() - &predicted["label"];
+            let cut = clip_outliers(&residual, &mut ivar, args.label_clip);
+            if cut == 0 {
+                break;
+            }
+            clipped += cut;
+            let kept = Dataset::new().with_ivar("label", out.values().clone(), ivar.clone())?;
+            let options = FitOptions {
+                init: Some(fit.params.clone()),
+                ..options.clone()
+            };
+            fit.params = engine.fit(model, &kept, &options)?.params;
+        }
+    }
+    Ok(clipped)
+}
+
+/// Rounds of outlier rejection in the refit of the label map.
+const LABEL_CLIP_ROUNDS: usize = 3;
+
+/// Sets to zero the inverse variance of every label residual farther than `clip` robust
+/// standard deviations (1.4826 MAD) from its column's median, over the elements still
+/// weighted; returns how many it cut.
+fn clip_outliers(residual: &Array2<f64>, ivar: &mut Array2<f64>, clip: f64) -> usize {
+    let mut clipped = 0;
+    for (l, column) in residual.columns().into_iter().enumerate() {
+        let mut present: Vec<f64> = column.iter().zip(ivar.column(l)).filter(|(_, w)| **w > 0.0).map(|(r, _)| *r).collect();
+        let center = median(&mut present);
+        let mut deviations: Vec<f64> = present.iter().map(|r| (r - center).abs()).collect();
+        let scatter = MAD_TO_SIGMA * median(&mut deviations);
+        // Half the residuals or more are equal: no spread to measure outliers against.
+        if !(scatter > 0.0) {
+            continue;
+        }
+        for (i, r) in column.iter().enumerate() {
+            if ivar[[i, l]] > 0.0 && (r - center).abs() > clip * scatter {
+                ivar[[i, l]] = 0.0;
+                clipped += 1;
+            }
+        }
+    }
+    clipped
 }
 
 /// Names the star or the pixel of a fit error that gives only a row or a column.
@@ -821,4 +889,33 @@ fn write_plots(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_outliers_cuts_only_the_far_residuals() {
+        // Column 0: a symmetric core (median 0, MAD 1, robust σ 1.4826) and one
+        // residual at 10. Column 1: every residual equal, so no spread to clip against.
+        let core = [-2.0, -1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 2.0];
+        let mut residual = Array2::zeros((core.len() + 1, 2));
+        for (i, &r) in core.iter().enumerate() {
+            residual[[i, 0]] = r;
+        }
+        residual[[core.len(), 0]] = 10.0;
+        residual.column_mut(1).fill(0.5);
+        let mut ivar = Array2::ones(residual.raw_dim());
+        ivar[[0, 0]] = 0.0;
+
+        // 3 σ = 4.45: only the residual at 10 is cut; the masked one stays masked.
+        assert_eq!(clip_outliers(&residual, &mut ivar, 3.0), 1);
+        assert_eq!(ivar[[core.len(), 0]], 0.0);
+        assert_eq!(ivar.column(0).iter().filter(|&&w| w == 0.0).count(), 2);
+        assert!(ivar.column(1).iter().all(|&w| w == 1.0));
+
+        // Nothing left beyond 3 σ: a second round cuts nothing.
+        assert_eq!(clip_outliers(&residual, &mut ivar, 3.0), 0);
+    }
 }

@@ -34,6 +34,7 @@ pub struct Settings {
     pub label_weight: f64,
     pub scatter: bool,
     pub refit_label_map: bool,
+    pub label_clip: f64,
     pub outliers: &'static str,
 }
 
@@ -58,6 +59,7 @@ pub const DEFAULTS: Settings = Settings {
     label_weight: 10.0,
     scatter: true,
     refit_label_map: true,
+    label_clip: 2.0,
     outliers: "teff=500,logg=1,feh=0.5",
 };
 
@@ -198,6 +200,13 @@ pub struct FitArgs {
     /// test stars' latents are.
     #[arg(long, default_value_t = DEFAULTS.refit_label_map, action = ArgAction::Set)]
     pub refit_label_map: bool,
+    /// In that refit, leaves out each training label whose residual from the map lies
+    /// more than this many robust standard deviations (1.4826 MAD) from the median
+    /// residual, then refits; three rounds at most. A catalogue value that is wrong,
+    /// or a star the latents describe badly, then does not pull the map for the rest.
+    /// 0 keeps every label.
+    #[arg(long, default_value_t = DEFAULTS.label_clip)]
+    pub label_clip: f64,
 
     /// Engine of the training fits (inference of new latents is always block WLS).
     #[arg(long, value_enum, default_value_t = DEFAULTS.engine)]
