@@ -479,9 +479,9 @@ impl SavedModel {
         })
     }
 
-    /// The engine that infers new stars' latents: that of the training settings for
-    /// Lux, whose latents are one exact solve per star; for The Cannon, Gauss-Newton
-    /// steps to a tight relative tolerance, since its labels are nonlinear in the flux.
+    /// Returns the engine that infers new stars' latents. Lux uses the training
+    /// settings, because its latents are one exact solve per star. The Cannon's labels
+    /// are nonlinear in the flux, so they take Gauss-Newton steps to a tight tolerance.
     pub fn inference_engine(&self) -> BlockWls {
         match self.kind.as_str() {
             KIND_CANNON => BlockWls::new(CANNON_INFERENCE_CYCLES, CANNON_INFERENCE_TOL),

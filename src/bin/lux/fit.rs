@@ -652,12 +652,12 @@ fn refit_label_map(args: &FitArgs, model: &lux::dsl::Model, train: &Dataset, fit
                 break;
             }
             clipped += cut;
-            let kept = Dataset::new().with_ivar("label", out.values().clone(), ivar.clone())?;
+            let without_outliers = Dataset::new().with_ivar("label", out.values().clone(), ivar.clone())?;
             let options = FitOptions {
                 init: Some(fit.params.clone()),
                 ..options.clone()
             };
-            fit.params = engine.fit(model, &kept, &options)?.params;
+            fit.params = engine.fit(model, &without_outliers, &options)?.params;
         }
     }
     Ok(clipped)
@@ -667,8 +667,8 @@ fn refit_label_map(args: &FitArgs, model: &lux::dsl::Model, train: &Dataset, fit
 const LABEL_CLIP_ROUNDS: usize = 3;
 
 /// Sets to zero the inverse variance of every label residual farther than `clip` robust
-/// standard deviations (1.4826 MAD) from its column's median, over the elements still
-/// weighted; returns how many it cut.
+/// standard deviations (1.4826 MAD) from its column's median. The median and MAD are
+/// over the elements still weighted. Returns how many elements it cut.
 fn clip_outliers(residual: &Array2<f64>, ivar: &mut Array2<f64>, clip: f64) -> usize {
     let mut clipped = 0;
     for (l, column) in residual.columns().into_iter().enumerate() {

@@ -180,9 +180,9 @@ pub struct FitArgs {
     pub mask_nonpositive: bool,
 
     /// Model: Lux (`label = A z + a`, `flux = B z + b`, Normal(0, 1) priors), or The
-    /// Cannon (the labels are the latents, flux quadratic in them; trains on stars with
-    /// every label, and ignores --latents, --bias, --label-weight, --refit-label-map and
-    /// --start).
+    /// Cannon (the labels are the latents and the flux is quadratic in them). The Cannon
+    /// trains on stars with every label and ignores --latents, --bias, --label-weight,
+    /// --refit-label-map and --start.
     #[arg(long, value_enum, default_value_t = ModelKind::Lux)]
     pub model: ModelKind,
     /// Latent size K.
@@ -202,7 +202,7 @@ pub struct FitArgs {
     pub refit_label_map: bool,
     /// In that refit, leaves out each training label whose residual from the map lies
     /// more than this many robust standard deviations (1.4826 MAD) from the median
-    /// residual, then refits; three rounds at most. A catalogue value that is wrong,
+    /// residual, then refits, for three rounds at most. A catalogue value that is wrong,
     /// or a star the latents describe badly, then does not pull the map for the rest.
     /// 0 keeps every label.
     #[arg(long, default_value_t = DEFAULTS.label_clip)]
@@ -226,7 +226,7 @@ pub struct FitArgs {
     /// Adam step size (with --engine adam).
     #[arg(long, default_value_t = DEFAULTS.learning_rate)]
     pub learning_rate: f64,
-    /// Where the training fit starts.
+    /// Starting point of the training fit.
     #[arg(long, value_enum, default_value_t = StartKind::Random)]
     pub start: StartKind,
     /// Seed of the random start and of the fold split.
