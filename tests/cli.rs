@@ -541,3 +541,83 @@ fn label_clip_lowers_robust_scatter() {
         assert!(clipped[j] < all[j], "{name}: robust scatter {} with the clip, {} without", clipped[j], all[j]);
     }
 }
+
+/// Writes the extract's catalogue as a CSV with error columns: 2% in Teff, 0.2 dex in
+/// log g and 0.1 dex in [Fe/H] (the assumed defaults), with `broken` cells replaced.
+fn catalogue_with_errors(path: &Path, broken: &[(&str, &str, &str)]) {
+    let mut rows: Vec<(String, [f64; 3])> = catalogue().into_iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut text = String::from("id,teff,teff_err,logg,logg_err,feh,feh_err\n");
+    for (id, [teff, logg, feh]) in rows {
+        let mut errors = [format!("{}", 0.02 * teff.abs()), "0.2".to_string(), "0.1".to_string()];
+        for &(star, column, cell) in broken {
+            if star == id {
+                let j = ["teff_err", "logg_err", "feh_err"].iter().position(|c| *c == column).unwrap();
+                errors[j] = cell.to_string();
+            }
+        }
+        let cell = |v: f64| if v.is_finite() { v.to_string() } else { String::new() };
+        text.push_str(&format!(
+            "{id},{},{},{},{},{},{}\n",
+            cell(teff), errors[0], cell(logg), errors[1], cell(feh), errors[2]
+        ));
+    }
+    fs::write(path, text).unwrap();
+}
+
+fn saved_params(path: &Path) -> Vec<(String, Vec<f64>)> {
+    let saved: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    saved["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let data = p["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            (p["name"].as_str().unwrap().to_string(), data)
+        })
+        .collect()
+}
+
+#[test]
+fn label_errors_from_table_columns() {
+    let dir = scratch("error-columns");
+    let miles = miles_dir();
+    let db = params_db();
+    let base = ["fit", "--spectra", s(&miles), "--latents", "4", "--folds", "0"];
+    let from_columns = "teff=col:teff_err,logg=col:logg_err,feh=col:feh_err";
+
+    // Error columns equal to the assumed rules give the same model.
+    let (assumed, read) = (dir.join("assumed.json"), dir.join("read.json"));
+    let out = lux(&[&base[..], &["--labels", s(&db), "--out", s(&assumed)]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = dir.join("labels.csv");
+    catalogue_with_errors(&table, &[]);
+    let args = ["--labels", s(&table), "--label-columns", "teff,logg,feh", "--label-errors", from_columns];
+    let out = lux(&[&base[..], &args, &["--out", s(&read)]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("304 labelled spectra"), "{}", text(&out.stdout));
+    for ((name, a), (_, b)) in saved_params(&assumed).iter().zip(&saved_params(&read)) {
+        let gap = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        assert!(gap <= 1e-9, "{name} differs by {gap:e}");
+    }
+
+    // Unusable errors make their labels missing: m0001V loses Teff, and m0003V loses
+    // all three labels, so it no longer trains the model.
+    let broken = dir.join("broken.csv");
+    catalogue_with_errors(
+        &broken,
+        &[("m0001V", "teff_err", "0"), ("m0003V", "teff_err", ""), ("m0003V", "logg_err", "-1"), ("m0003V", "feh_err", "inf")],
+    );
+    let args = ["--labels", s(&broken), "--label-columns", "teff,logg,feh", "--label-errors", from_columns];
+    let out = lux(&[&base[..], &args, &["--out", s(&dir.join("broken.json"))]].concat());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("303 labelled spectra"), "{stdout}");
+    assert!(stdout.contains("label teff: 2 value(s) without a usable error"), "{stdout}");
+    assert!(stdout.contains("label logg: 1 value(s)"), "{stdout}");
+    assert!(stdout.contains("label feh: 1 value(s)"), "{stdout}");
+
+    // An error column that is not in the table is named with the columns there are.
+    let args = ["--labels", s(&table), "--label-columns", "teff,logg,feh", "--label-errors", "teff=col:e_teff,logg=0.2,feh=0.1"];
+    fails_with(&[&base[..], &args, &["--out", s(&dir.join("missing.json"))]].concat(), &["labels.csv", "`e_teff`", "teff_err"]);
+}

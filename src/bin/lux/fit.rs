@@ -261,10 +261,47 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
         Some(wanted) => input::resolve_columns(&table, wanted)?,
         None => table.names.clone(),
     };
-    let table = table.select(&columns.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let joined = survey::join(&prepared, &table)?;
+    let rules = label_error_rules(&args.label_errors, &columns)?;
+    let requested: Vec<String> = rules
+        .iter()
+        .filter_map(|(_, rule)| match rule {
+            ErrorRule::Column(column) => Some(column.clone()),
+            ErrorRule::Assumed(_) => None,
+        })
+        .collect();
+    let error_columns = input::resolve_columns(&table, &requested)?;
+    let wanted: Vec<&str> = columns.iter().chain(&error_columns).map(String::as_str).collect();
+    let table = table.select(&wanted)?;
+    let both = survey::join(&prepared, &table)?;
     for line in &table.skipped {
         println!("warning: {}: {line}, left out", args.labels.display());
+    }
+
+    // Errors before the row filter: a label whose error column has no usable error
+    // (NaN, infinite, zero or negative) is missing, like a label without a value.
+    let l = columns.len();
+    let mut joined = LabelTable {
+        source: both.source.clone(),
+        ids: both.ids.clone(),
+        names: columns.clone(),
+        values: both.values.slice(lux::dsl::ndarray::s![.., ..l]).to_owned(),
+        skipped: Vec::new(),
+    };
+    let error_values: Vec<(String, Vec<f64>)> =
+        error_columns.iter().enumerate().map(|(c, name)| (name.clone(), both.values.column(l + c).to_vec())).collect();
+    let all_errors = label_error_matrix(&joined, &rules, &error_values)?;
+    for (j, name) in columns.iter().enumerate() {
+        let mut unusable = 0;
+        for i in 0..joined.n_rows() {
+            let e = all_errors[[i, j]];
+            if joined.values[[i, j]].is_finite() && !(e.is_finite() && e > 0.0) {
+                joined.values[[i, j]] = f64::NAN;
+                unusable += 1;
+            }
+        }
+        if unusable > 0 {
+            println!("label {name}: {unusable} value(s) without a usable error (NaN, infinite, zero or negative) are treated as missing");
+        }
     }
     // The Cannon's training latents are the labels themselves, so each star needs all of them.
     let require_all = args.require_all_labels || args.model == ModelKind::Cannon;
@@ -287,8 +324,8 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
     }
 
     let labels = label_specs(args, &columns)?;
-    let rules = label_error_rules(&args.label_errors, &columns)?;
     let catalogue = joined.values.select(Axis(0), &rows);
+    let catalogue_err = all_errors.select(Axis(0), &rows);
     let selected = LabelTable {
         source: joined.source.clone(),
         ids: rows.iter().map(|&i| joined.ids[i].clone()).collect(),
@@ -296,7 +333,6 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
         values: catalogue.clone(),
         skipped: Vec::new(),
     };
-    let catalogue_err = survey::label_errors(&selected, &rules)?;
     Ok(Training {
         preprocessing,
         labels,
@@ -354,8 +390,15 @@ fn parse_pairs(option: &'static str, text: &str) -> Result<Vec<(String, f64)>, C
         .collect()
 }
 
-/// Parses `--label-errors` into rules for the label columns.
-fn label_error_rules(text: &str, columns: &[String]) -> Result<LabelErrors, CliError> {
+/// Errors of one label: an assumed rule, or a column of the label table.
+#[derive(Debug, Clone, PartialEq)]
+enum ErrorRule {
+    Assumed(AssumedError),
+    Column(String),
+}
+
+/// Parses `--label-errors` into `(label name, rule)` pairs.
+fn label_error_rules(text: &str, columns: &[String]) -> Result<Vec<(String, ErrorRule)>, CliError> {
     let items: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     let named = items.iter().all(|s| s.contains('='));
     if !named && items.len() != columns.len() {
@@ -374,8 +417,17 @@ fn label_error_rules(text: &str, columns: &[String]) -> Result<LabelErrors, CliE
         let bad = || CliError::Option {
             option: "--label-errors",
             value: item.to_string(),
-            reason: "write an error such as 0.2 (absolute), 2% or 0.02rel (relative), greater than 0".into(),
+            reason: "write an error such as 0.2 (absolute), 2% or 0.02rel (relative), greater than 0, or col:NAME \
+                     for a column of errors in the label table"
+                .into(),
         };
+        if let Some(column) = value.strip_prefix("col:") {
+            if column.trim().is_empty() {
+                return Err(bad());
+            }
+            rules.push((name, ErrorRule::Column(column.trim().to_string())));
+            continue;
+        }
         let (number, relative) = if let Some(v) = value.strip_suffix('%') {
             (v.trim().parse::<f64>().map_err(|_| bad())? / 100.0, true)
         } else if let Some(v) = value.strip_suffix("rel") {
@@ -386,9 +438,48 @@ fn label_error_rules(text: &str, columns: &[String]) -> Result<LabelErrors, CliE
         if !(number > 0.0 && number.is_finite()) {
             return Err(bad());
         }
-        rules.push((name, if relative { AssumedError::Fraction(number) } else { AssumedError::Absolute(number) }));
+        let rule = if relative { AssumedError::Fraction(number) } else { AssumedError::Absolute(number) };
+        rules.push((name, ErrorRule::Assumed(rule)));
     }
-    Ok(LabelErrors { rules })
+    Ok(rules)
+}
+
+/// Returns the N×L errors of `labels` (N×L, catalogue units) by `rules`, reading
+/// `col:` rules from `error_values` (one N-vector per such rule, in rule order).
+fn label_error_matrix(
+    labels: &LabelTable,
+    rules: &[(String, ErrorRule)],
+    error_values: &[(String, Vec<f64>)],
+) -> Result<Array2<f64>, CliError> {
+    let mut errors = Array2::from_elem(labels.values.raw_dim(), f64::INFINITY);
+    for (j, name) in labels.names.iter().enumerate() {
+        let rule = rules.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, r)| r);
+        match rule {
+            Some(ErrorRule::Column(column)) => {
+                let (_, values) = error_values.iter().find(|(c, _)| c.eq_ignore_ascii_case(column)).expect("read with the labels");
+                for (i, &value) in labels.values.column(j).iter().enumerate() {
+                    if value.is_finite() {
+                        errors[[i, j]] = values[i];
+                    }
+                }
+            }
+            // Assumed rules, and a label without a rule (reported by name there).
+            _ => {
+                let assumed = LabelErrors {
+                    rules: rules
+                        .iter()
+                        .filter_map(|(n, r)| match r {
+                            ErrorRule::Assumed(a) => Some((n.clone(), *a)),
+                            ErrorRule::Column(_) => None,
+                        })
+                        .collect(),
+                };
+                let one = labels.select(&[name.as_str()])?;
+                errors.column_mut(j).assign(&survey::label_errors(&one, &assumed)?.column(0));
+            }
+        }
+    }
+    Ok(errors)
 }
 
 /// The held-out rows of each split: shuffled k-fold, or one hold-out set.

@@ -155,8 +155,10 @@ pub struct FitArgs {
     pub error_floor: f64,
     /// Assumed 1-sigma label errors, comma separated, as NAME=ERR or one ERR per label
     /// column in order. ERR is absolute in the label's unit (`0.2`), or relative to the
-    /// value with a `%` (`2%`) or `rel` (`0.02rel`) suffix. A value given here replaces
-    /// the whole default list, so give a rule for every label.
+    /// value with a `%` (`2%`) or `rel` (`0.02rel`) suffix, or `col:NAME` to read the
+    /// 1-sigma errors from column NAME of the label table (`teff=col:TEFF_ERR`). A label
+    /// whose error there is NaN, infinite, zero or negative is missing. A value given
+    /// here replaces the whole default list, so give a rule for every label.
     #[arg(long, default_value = DEFAULTS.label_errors)]
     pub label_errors: String,
     /// Divides the assumed label errors during training. A spectrum of a thousand
