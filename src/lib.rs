@@ -13,6 +13,7 @@ pub use lux_dsl as dsl;
 pub use lux_infer as infer;
 pub mod survey;
 pub mod plot;
+pub mod ridge;
 pub mod saved;
 pub mod start;
 #[doc(inline)]

@@ -37,6 +37,7 @@ use lux_infer::{BlockWls, Engine, FitError, FitOptions, StoppingRule, latent_cov
 use ndarray::{Array1, Array2, ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
+use crate::ridge::Ridge;
 use crate::survey::{ContinuumFit, Normalization, SpectraSet, SurveyError, flux_errors};
 
 /// Value of the `format` field of every saved model.
@@ -55,6 +56,10 @@ pub const KIND_CANNON: &str = "cannon";
 /// wide enough to leave every coefficient to the data, finite so that a pixel's normal
 /// equations stay regular when the training labels are nearly collinear.
 pub const CANNON_THETA_PRIOR: f64 = 10.0;
+
+/// Penalty of the ridge regression that gives The Cannon's starting labels, in
+/// standardized flux units: the default of the ridge baseline of `lux fit`.
+pub const CANNON_START_ALPHA: f64 = 10.0;
 
 /// Cycle cap and relative tolerance of The Cannon's label inference.
 const CANNON_INFERENCE_CYCLES: usize = 100;
@@ -410,6 +415,12 @@ pub struct SavedModel {
     /// units of their predicted uncertainty; `None` without cross-validation.
     #[serde(default)]
     pub label_model_error: Option<Vec<f64>>,
+    /// The Cannon only: a ridge regression from the preprocessed flux to the
+    /// standardized labels, fitted on the training stars. New stars' labels start
+    /// there, so that Gauss-Newton begins in the right basin rather than at the mean
+    /// label. `None` starts every star at the mean label.
+    #[serde(default)]
+    pub cannon_start: Option<Ridge>,
     pub fit: FitSummary,
 }
 
@@ -585,6 +596,16 @@ impl SavedModel {
         if self.kind == KIND_CANNON && k != l {
             return Err(self.inconsistent(format!("a Cannon model has one latent per label: {k} latents for {l} labels")));
         }
+        if let Some(ridge) = &self.cannon_start {
+            let sizes_agree = ridge.mean.len() == p
+                && ridge.scale.len() == p
+                && ridge.center.len() == l
+                && ridge.weights.len() == l
+                && ridge.weights.iter().all(|w| w.len() == p);
+            if !sizes_agree {
+                return Err(self.inconsistent(format!("the starting ridge regression is not {l} labels by {p} pixels")));
+            }
+        }
         if self.kind == KIND_CANNON && self.label_map_covariance.is_some() {
             return Err(self.inconsistent("a Cannon model has no label map, but the file has its covariance".into()));
         }
@@ -666,7 +687,11 @@ impl SavedModel {
         let data = scaler.transform(&raw)?;
 
         let trained = self.params(n)?;
-        let options = FitOptions::infer_latents(&model, &trained, n);
+        let mut options = FitOptions::infer_latents(&model, &trained, n);
+        if let (Some(ridge), Some(init)) = (&self.cannon_start, options.init.as_mut()) {
+            let start = ridge.predict(flux).mapv(|v| if v.is_finite() { v } else { 0.0 });
+            init.set_latents(start);
+        }
         let inference = self.inference_engine().fit(&model, &data, &options)?;
 
         let covariance = latent_covariance(&model, &inference.params, &data)?;
@@ -791,6 +816,7 @@ mod tests {
             params: params.globals().map(|(name, a)| SavedArray::from_array(name, a)).collect(),
             label_map_covariance: None,
             label_model_error: None,
+            cannon_start: None,
             fit: FitSummary {
                 label_weight: 1.0,
                 refit_label_map: false,
@@ -839,10 +865,10 @@ mod tests {
         assert!(err.contains("version 1"), "{err}");
 
         value["version"] = 1.into();
-        value["kind"] = "cannon".into();
+        value["kind"] = "payne".into();
         fs::write(&path, value.to_string()).unwrap();
         let err = SavedModel::load(&path).unwrap_err().to_string();
-        assert!(err.contains("`cannon`"), "{err}");
+        assert!(err.contains("`payne`"), "{err}");
         assert!(err.contains("m.json"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }

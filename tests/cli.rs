@@ -458,11 +458,16 @@ fn fit_predict_cannon() {
         .collect();
     // 1 + 3 + 6 terms of degree at most 2 in three labels.
     assert_eq!(params, [("theta", vec![720, 10]), ("s", vec![720])]);
+    // New stars start from a ridge estimate of their labels: 3 labels × 720 pixels.
+    let start = saved["cannon_start"]["weights"].as_array().unwrap();
+    assert_eq!(start.len(), 3);
+    assert!(start.iter().all(|w| w.as_array().unwrap().len() == 720));
 
-    // Cross-validated RMSE. Measured: 702 K, 0.80 dex, 0.51 dex.
+    // Cross-validated RMSE. Measured: 644 K, 0.68 dex, 0.50 dex (702 K, 0.80 dex,
+    // 0.51 dex when every star starts at the mean label instead of the ridge estimate).
     let (header, rows) = read_csv(&cv);
     assert_eq!(rows.len(), 300);
-    for (name, tolerance) in [("teff", 850.0), ("logg", 0.95), ("feh", 0.6)] {
+    for (name, tolerance) in [("teff", 850.0), ("logg", 0.75), ("feh", 0.56)] {
         let (c, p) = (column(&header, &format!("{name}_catalogue")), column(&header, name));
         let d: Vec<f64> = rows.iter().map(|r| number(&r[p]) - number(&r[c])).filter(|d| d.is_finite()).collect();
         let rmse = (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
@@ -479,13 +484,13 @@ fn fit_predict_cannon() {
     let out = lux(&["predict", s(&model), "--spectra", s(&miles), "--out", s(&pred)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rmse = rmse_against_catalogue(&pred);
-    // Measured: 1354 K, 1.06 dex, 0.52 dex over every star with a catalogue value (711 K,
-    // 0.73 dex, 0.52 dex over the 300 training stars). Under its flat label prior the
-    // quadratic model extrapolates for the stars it did not train on: m0103V gets
-    // log g 11.3.
+    // Measured: 1315 K, 0.66 dex, 0.48 dex over every star with a catalogue value (649 K,
+    // 0.56 dex, 0.48 dex over the 300 training stars). Under its flat label prior the
+    // quadratic model extrapolates for stars it did not train on: m0103V gets
+    // log g −4.8.
     assert!(rmse[0] < 1500.0, "in-sample Teff RMSE {rmse:?}");
-    assert!(rmse[1] < 1.2, "in-sample log g RMSE {rmse:?}");
-    assert!(rmse[2] < 0.6, "in-sample [Fe/H] RMSE {rmse:?}");
+    assert!(rmse[1] < 0.8, "in-sample log g RMSE {rmse:?}");
+    assert!(rmse[2] < 0.55, "in-sample [Fe/H] RMSE {rmse:?}");
     let (header, rows) = read_csv(&pred);
     for name in ["teff_err", "logg_err", "feh_err"] {
         let c = column(&header, name);

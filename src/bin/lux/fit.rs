@@ -636,6 +636,10 @@ fn train_model(
         params: fit.params.globals().map(|(name, value)| SavedArray::from_array(name, value)).collect(),
         label_map_covariance: map.map(|m| SavedArray::from_array("label_map_covariance", &m.rows.into_dyn())),
         label_model_error: None,
+        cannon_start: cannon.then(|| {
+            let standardized = train.output("label").expect("built above").values();
+            lux::ridge::Ridge::fit(&data.flux.select(Axis(0), rows), standardized, lux::saved::CANNON_START_ALPHA)
+        }),
         fit: FitSummary {
             label_weight: args.label_weight,
             refit_label_map: args.refit_label_map && !cannon,
@@ -702,7 +706,7 @@ fn ridge_fold(data: &Training, train: &[usize], test: &[usize], alpha: f64) -> A
     for ((_, l), value) in labels.indexed_iter_mut() {
         *value = data.labels[l].forward(*value, 0.0).0;
     }
-    let mut predicted = crate::ridge::ridge_predict(
+    let mut predicted = lux::ridge::ridge_predict(
         &data.flux.select(Axis(0), train),
         &labels,
         &data.flux.select(Axis(0), test),

@@ -14,7 +14,6 @@ mod info;
 mod input;
 mod predict;
 mod progress;
-mod ridge;
 mod settings;
 
 use std::error::Error;
