@@ -184,7 +184,7 @@ pub struct FitArgs {
     /// Model: Lux (`label = A z + a`, `flux = B z + b`, Normal(0, 1) priors), or The
     /// Cannon (the labels are the latents and the flux is quadratic in them). The Cannon
     /// trains on stars with every label and ignores --latents, --bias, --label-weight,
-    /// --refit-label-map and --start.
+    /// --refit-label-map, --label-clip and --start.
     #[arg(long, value_enum, default_value_t = ModelKind::Lux)]
     pub model: ModelKind,
     /// Latent size K.
