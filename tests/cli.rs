@@ -313,6 +313,22 @@ fn predict_model_of_other_kind_or_version() {
 }
 
 #[test]
+fn negative_and_misnamed_option_values() {
+    let dir = scratch("option-values");
+    let miles = miles_dir();
+    let db = params_db();
+    let out = dir.join("m.json");
+    fails_with(&["fit", "--spectra", s(&miles), "--labels", s(&db), "--label-clip", "-1", "--out", s(&out)], &["--label-clip", "-1", ">= 0"]);
+    fails_with(&["fit", "--spectra", s(&miles), "--labels", s(&db), "--ridge-alpha", "-2", "--out", s(&out)], &["--ridge-alpha", "-2"]);
+    assert!(!out.exists());
+
+    let labels = dir.join("labels.txt");
+    let spectrum = miles.join("MILES_res2.50_star_m0001V.fits");
+    fails_with(&["predict", s(small_model()), "--spectra", s(&spectrum), "--out", s(&labels)], &["--out", "labels.txt", ".csv or a .npy"]);
+    assert!(!labels.exists());
+}
+
+#[test]
 fn usage_error_exit_code() {
     let out = lux(&["fit", "--labels", "x.db"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -599,8 +615,10 @@ fn label_errors_from_table_columns() {
     catalogue_with_errors(&table, &[]);
     let args = ["--labels", s(&table), "--label-columns", "teff,logg,feh", "--label-errors", from_columns];
     let out = lux(&[&base[..], &args, &["--out", s(&read)]].concat());
+    let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("304 labelled spectra"), "{}", text(&out.stdout));
+    assert!(stdout.contains("304 labelled spectra"), "{stdout}");
+    assert!(stdout.contains("no label model error"), "{stdout}");
     for ((name, a), (_, b)) in saved_params(&assumed).iter().zip(&saved_params(&read)) {
         let gap = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
         assert!(gap <= 1e-9, "{name} differs by {gap:e}");
@@ -621,6 +639,16 @@ fn label_errors_from_table_columns() {
     assert!(stdout.contains("label teff: 2 value(s) without a usable error"), "{stdout}");
     assert!(stdout.contains("label logg: 1 value(s)"), "{stdout}");
     assert!(stdout.contains("label feh: 1 value(s)"), "{stdout}");
+
+    // Without --label-columns the labels are every column but the error columns.
+    let out = lux(&[&base[..], &["--labels", s(&table), "--label-errors", from_columns, "--out", s(&dir.join("default.json"))]].concat());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("labels log10 teff, logg, feh"), "{stdout}");
+
+    // A label without an error rule is named, with both ways out.
+    let args = ["--labels", s(&table), "--label-columns", "teff,logg,feh", "--label-errors", "teff=col:teff_err,logg=0.2"];
+    fails_with(&[&base[..], &args, &["--out", s(&dir.join("norule.json"))]].concat(), &["`feh` has no error rule", "feh=col:COLUMN", "--label-columns"]);
 
     // An error column that is not in the table is named with the columns there are.
     let args = ["--labels", s(&table), "--label-columns", "teff,logg,feh", "--label-errors", "teff=col:e_teff,logg=0.2,feh=0.1"];

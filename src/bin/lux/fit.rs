@@ -44,6 +44,13 @@ struct Trained {
 
 pub fn run(args: &FitArgs) -> Result<(), CliError> {
     let started = Instant::now();
+    if !(args.ridge_alpha.is_finite() && args.ridge_alpha >= 0.0) {
+        return Err(CliError::Option {
+            option: "--ridge-alpha",
+            value: args.ridge_alpha.to_string(),
+            reason: "give a finite penalty >= 0 (0 skips the ridge baseline)".into(),
+        });
+    }
     if !(args.label_clip.is_finite() && args.label_clip >= 0.0) {
         return Err(CliError::Option {
             option: "--label-clip",
@@ -181,6 +188,13 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         ));
         trained.saved.label_model_error = Some(model_error);
     }
+    if cv.is_none() {
+        progress.println(
+            "warning: without cross-validation the saved model has no label model error, so its predicted \
+             uncertainties assume the model is right (on MILES they are then 3 to 4 times too small)"
+                .to_string(),
+        );
+    }
     trained.saved.fit.cv = cv;
     histories.push(("final".into(), trained.fit.loss_history.clone()));
 
@@ -257,9 +271,13 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
     let prepared = preprocessing.apply(&spectra)?;
 
     let table = input::read_label_table(&args.labels, args.id_column.as_deref())?;
+    // By default every column is a label, except the columns `col:` rules read errors from.
     let columns = match &args.label_columns {
         Some(wanted) => input::resolve_columns(&table, wanted)?,
-        None => table.names.clone(),
+        None => {
+            let error_columns = error_column_names(&args.label_errors);
+            table.names.iter().filter(|n| !error_columns.iter().any(|c| c.eq_ignore_ascii_case(n))).cloned().collect()
+        }
     };
     let rules = label_error_rules(&args.label_errors, &columns)?;
     let requested: Vec<String> = rules
@@ -270,8 +288,8 @@ fn load(args: &FitArgs) -> Result<Training, CliError> {
         })
         .collect();
     let error_columns = input::resolve_columns(&table, &requested)?;
-    let wanted: Vec<&str> = columns.iter().chain(&error_columns).map(String::as_str).collect();
-    let table = table.select(&wanted)?;
+    let read_columns: Vec<&str> = columns.iter().chain(&error_columns).map(String::as_str).collect();
+    let table = table.select(&read_columns)?;
     let both = survey::join(&prepared, &table)?;
     for line in &table.skipped {
         println!("warning: {}: {line}, left out", args.labels.display());
@@ -397,6 +415,11 @@ enum ErrorRule {
     Column(String),
 }
 
+/// Returns the table columns that `col:` rules of `--label-errors` name.
+fn error_column_names(text: &str) -> Vec<String> {
+    text.split(',').filter_map(|item| item.split_once("col:")).map(|(_, column)| column.trim().to_string()).collect()
+}
+
 /// Parses `--label-errors` into `(label name, rule)` pairs.
 fn label_error_rules(text: &str, columns: &[String]) -> Result<Vec<(String, ErrorRule)>, CliError> {
     let items: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
@@ -454,8 +477,18 @@ fn label_error_matrix(
     let mut errors = Array2::from_elem(labels.values.raw_dim(), f64::INFINITY);
     for (j, name) in labels.names.iter().enumerate() {
         let rule = rules.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, r)| r);
+        let Some(rule) = rule else {
+            return Err(CliError::Option {
+                option: "--label-errors",
+                value: rules.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                reason: format!(
+                    "label column `{name}` has no error rule: add {name}=ERR or {name}=col:COLUMN, or leave it out \
+                     of the labels with --label-columns"
+                ),
+            });
+        };
         match rule {
-            Some(ErrorRule::Column(column)) => {
+            ErrorRule::Column(column) => {
                 let (_, values) = error_values.iter().find(|(c, _)| c.eq_ignore_ascii_case(column)).expect("read with the labels");
                 for (i, &value) in labels.values.column(j).iter().enumerate() {
                     if value.is_finite() {
@@ -463,8 +496,7 @@ fn label_error_matrix(
                     }
                 }
             }
-            // Assumed rules, and a label without a rule (reported by name there).
-            _ => {
+            ErrorRule::Assumed(_) => {
                 let assumed = LabelErrors {
                     rules: rules
                         .iter()
@@ -474,8 +506,8 @@ fn label_error_matrix(
                         })
                         .collect(),
                 };
-                let one = labels.select(&[name.as_str()])?;
-                errors.column_mut(j).assign(&survey::label_errors(&one, &assumed)?.column(0));
+                let single = labels.select(&[name.as_str()])?;
+                errors.column_mut(j).assign(&survey::label_errors(&single, &assumed)?.column(0));
             }
         }
     }

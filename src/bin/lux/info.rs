@@ -119,6 +119,13 @@ fn model_info(path: &Path) -> Result<(), CliError> {
     if m.kind != lux::saved::KIND_CANNON {
         println!("  label-map covariance: {}", if m.label_map_covariance.is_some() { "saved" } else { "absent" });
     }
+    match &m.label_model_error {
+        Some(errors) => println!(
+            "  label model error (added in quadrature to predicted uncertainties, fitted units): {}",
+            m.labels.iter().zip(errors).map(|(l, e)| format!("{} {e:.4}", l.name)).collect::<Vec<_>>().join(", ")
+        ),
+        None => println!("  label model error: none (no cross-validation; uncertainties assume the model is right)"),
+    }
     if let Some(cv) = &f.cv {
         println!("  validation: {}, {} fold(s); mean fit {:.2} s, inference {:.3} s", cv.scheme, cv.folds, cv.mean_fit_seconds, cv.mean_infer_seconds);
         for l in &cv.labels {

@@ -13,6 +13,16 @@ use crate::input;
 use crate::settings::PredictArgs;
 
 pub fn run(args: &PredictArgs) -> Result<(), CliError> {
+    let extension = |p: &std::path::Path| p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if let Some(path) = &args.out {
+        if !matches!(extension(path).as_deref(), Some("csv" | "npy")) {
+            return Err(CliError::Option {
+                option: "--out",
+                value: path.display().to_string(),
+                reason: "name a .csv or a .npy file".into(),
+            });
+        }
+    }
     let saved = SavedModel::load(&args.model)?;
     let grid = Array1::from(saved.preprocessing.input_wavelength.clone());
     let paths = input::spectrum_paths(&args.input)?;
@@ -60,14 +70,14 @@ pub fn run(args: &PredictArgs) -> Result<(), CliError> {
     })?;
     let n = spectra.n_spectra();
     eprintln!(
-        "inferred the latents of {n} spectr{}: {}, {} cycles, {:.3} s",
+        "inferred the latents of {n} spectr{}: {}, {} cycle{}, {:.3} s",
         if n == 1 { "um" } else { "a" },
         status_name(&prediction.inference.status),
         prediction.inference.iterations,
+        if prediction.inference.iterations == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64()
     );
 
-    let extension = |p: &std::path::Path| p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
     match &args.out {
         Some(path) if extension(path).as_deref() == Some("npy") => {
             let table = concatenate(Axis(1), &[prediction.values.view(), prediction.errors.view()])

@@ -148,10 +148,12 @@ pub struct FitArgs {
     #[arg(long, value_enum, default_value_t = DEFAULTS.normalization)]
     pub normalize: Norm,
     /// Assumed signal-to-noise ratio per pixel: flux error = max(|flux|, floor × median) / snr.
-    #[arg(long, default_value_t = DEFAULTS.snr)]
+    #[arg(long, default_value_t = DEFAULTS.snr, allow_negative_numbers = true)]
     pub snr: f64,
-    /// Error floor as a fraction of each spectrum's median positive flux (0 = none).
-    #[arg(long, default_value_t = DEFAULTS.error_floor)]
+    /// Smallest flux the errors are computed from, as a fraction of each spectrum's
+    /// median positive flux (0 = none): a pixel near zero flux gets the error of
+    /// floor × median, not a vanishing one.
+    #[arg(long, default_value_t = DEFAULTS.error_floor, allow_negative_numbers = true)]
     pub error_floor: f64,
     /// Assumed 1-sigma label errors, comma separated, as NAME=ERR or one ERR per label
     /// column in order. ERR is absolute in the label's unit (`0.2`), or relative to the
@@ -165,7 +167,7 @@ pub struct FitArgs {
     /// pixels at S/N 100 otherwise sets the latents almost alone, and the latents then
     /// carry little of what the labels need. Reported uncertainties and the saved
     /// model keep the undivided errors.
-    #[arg(long, default_value_t = DEFAULTS.label_weight)]
+    #[arg(long, default_value_t = DEFAULTS.label_weight, allow_negative_numbers = true)]
     pub label_weight: f64,
     /// Keeps only stars that have every label column; by default a star with at least
     /// one label trains the model (its missing labels are masked).
@@ -207,7 +209,7 @@ pub struct FitArgs {
     /// residual, then refits, for three rounds at most. A catalogue value that is wrong,
     /// or a star the latents describe badly, then does not pull the map for the rest.
     /// 0 keeps every label.
-    #[arg(long, default_value_t = DEFAULTS.label_clip)]
+    #[arg(long, default_value_t = DEFAULTS.label_clip, allow_negative_numbers = true)]
     pub label_clip: f64,
 
     /// Engine of the training fits (inference of new latents is always block WLS).
@@ -216,8 +218,10 @@ pub struct FitArgs {
     /// Cycle cap of block WLS.
     #[arg(long, default_value_t = DEFAULTS.max_cycles)]
     pub max_cycles: usize,
-    /// Tolerance of the block-WLS stopping rule (a relative change of the loss).
-    #[arg(long, default_value_t = DEFAULTS.tol)]
+    /// Tolerance of the block-WLS stopping rule: the change of the loss per cycle,
+    /// relative to the loss (`relative`) or to its total drop since the first cycle
+    /// (`reference`).
+    #[arg(long, default_value_t = DEFAULTS.tol, allow_negative_numbers = true)]
     pub tol: f64,
     /// Stopping rule of block WLS.
     #[arg(long, value_enum, default_value_t = DEFAULTS.stopping)]
@@ -226,7 +230,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = DEFAULTS.steps)]
     pub steps: usize,
     /// Adam step size (with --engine adam).
-    #[arg(long, default_value_t = DEFAULTS.learning_rate)]
+    #[arg(long, default_value_t = DEFAULTS.learning_rate, allow_negative_numbers = true)]
     pub learning_rate: f64,
     /// Starting point of the training fit.
     #[arg(long, value_enum, default_value_t = StartKind::Random)]
@@ -235,11 +239,12 @@ pub struct FitArgs {
     #[arg(long, default_value_t = DEFAULTS.seed)]
     pub seed: u64,
 
-    /// Folds of the cross-validation (shuffled split); 0 or 1 skips it.
+    /// Folds of the cross-validation (shuffled split); 0 or 1 skips it, and then the
+    /// saved model has no label model error to widen its predicted uncertainties.
     #[arg(long, default_value_t = DEFAULTS.folds, conflicts_with = "test_fraction")]
     pub folds: usize,
     /// Validate on one hold-out set of this fraction of the labelled stars instead of folds.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub test_fraction: Option<f64>,
     /// |predicted − catalogue| above which a star counts as a catastrophic outlier,
     /// NAME=VALUE in the label's unit, comma separated.
@@ -247,10 +252,11 @@ pub struct FitArgs {
     pub outliers: String,
     /// Penalty α of the ridge-regression baseline (flux to labels, standardized flux
     /// units) reported on the same folds; 0 skips it.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     pub ridge_alpha: f64,
     /// Writes the cross-validated predictions (CSV: id, fold, then catalogue,
-    /// predicted and 1-sigma uncertainty per label).
+    /// predicted and 1-sigma uncertainty per label). The uncertainties there leave out
+    /// the label model error, which is measured from these predictions.
     #[arg(long)]
     pub predictions: Option<PathBuf>,
     /// Writes the labels of every input spectrum predicted by the final model from its
@@ -293,7 +299,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub reconstruct: Option<PathBuf>,
     /// Resamples spectra on another wavelength grid onto the model's input grid (linear
-    /// interpolation) instead of stopping with an error.
+    /// interpolation) instead of stopping with an error. Model pixels outside a
+    /// spectrum's wavelength range are missing for that spectrum.
     #[arg(long)]
     pub resample: bool,
 }
