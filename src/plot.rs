@@ -262,7 +262,17 @@ pub fn one_to_one(path: impl AsRef<Path>, labels: &[LabelPanel<'_>]) -> Result<(
 /// ε = 1e-6 × (max − min), or 1 when all losses are equal. The y-axis title gives ε.
 /// Non-finite losses are gaps.
 pub fn loss_history(path: impl AsRef<Path>, series: &[(&str, &[f64])]) -> Result<(), PlotError> {
-    let path = path.as_ref();
+    draw_loss_history(path.as_ref(), series, false)
+}
+
+/// Loss against iteration for fits of different data (the folds of a cross-validation),
+/// each drawn as `loss − its own minimum + ε` on a log axis, so that every fit's
+/// progress shows whatever its loss level. ε = 1e-6 × the largest drop of any series.
+pub fn loss_history_each(path: impl AsRef<Path>, series: &[(&str, &[f64])]) -> Result<(), PlotError> {
+    draw_loss_history(path.as_ref(), series, true)
+}
+
+fn draw_loss_history(path: &Path, series: &[(&str, &[f64])], each: bool) -> Result<(), PlotError> {
     let finite = || {
         series
             .iter()
@@ -275,14 +285,27 @@ pub fn loss_history(path: impl AsRef<Path>, series: &[(&str, &[f64])]) -> Result
             what: "series with a finite loss",
         });
     };
-    let epsilon = if max > min { 1e-6 * (max - min) } else { 1.0 };
+    // The largest span any drawn series has above its shift.
+    let span = if each {
+        series
+            .iter()
+            .filter_map(|(_, l)| {
+                let values = || l.iter().copied().filter(|v| v.is_finite());
+                Some(values().reduce(f64::max)? - values().reduce(f64::min)?)
+            })
+            .fold(0.0, f64::max)
+    } else {
+        max - min
+    };
+    let epsilon = if span > 0.0 { 1e-6 * span } else { 1.0 };
     let y_lo = epsilon / 2.0;
-    let y_hi = (max - min + epsilon) * 2.0;
+    let y_hi = (span + epsilon) * 2.0;
     let n_max = series.iter().map(|(_, l)| l.len()).max().unwrap_or(1);
     let x_hi = (n_max.max(2) - 1) as f64;
 
     let scale = LossScale {
         min,
+        each,
         epsilon,
         x_hi,
         y: y_lo..y_hi,
@@ -366,6 +389,8 @@ enum Figure<'a, 'b> {
 /// The shift and axis ranges of a loss figure.
 struct LossScale {
     min: f64,
+    /// Whether each series is shifted by its own minimum instead of `min`.
+    each: bool,
     epsilon: f64,
     x_hi: f64,
     y: std::ops::Range<f64>,
@@ -411,9 +436,13 @@ fn draw_loss<DB: DrawingBackend>(
     scale: &LossScale,
 ) -> Result<(), String> {
     let LossScale {
-        min, epsilon, x_hi, ..
+        min, each, epsilon, x_hi, ..
     } = *scale;
-    let y_title = format!("loss − min(loss) + {}", format_sig(epsilon));
+    let y_title = if each {
+        format!("loss − minimum of its fit + {}", format_sig(epsilon))
+    } else {
+        format!("loss − min(loss) + {}", format_sig(epsilon))
+    };
     let mut chart = ChartBuilder::on(root)
         .margin(16)
         .x_label_area_size(50)
@@ -434,10 +463,15 @@ fn draw_loss<DB: DrawingBackend>(
 
     for (i, (name, losses)) in series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
+        let shift = if each {
+            losses.iter().copied().filter(|v| v.is_finite()).reduce(f64::min).unwrap_or(min)
+        } else {
+            min
+        };
         let points = losses
             .iter()
             .enumerate()
-            .map(|(k, l)| (k as f64, l - min + epsilon));
+            .map(move |(k, l)| (k as f64, l - shift + epsilon));
         for (j, run) in finite_runs(points).into_iter().enumerate() {
             let drawn = chart
                 .draw_series(run_series(run, colour.stroke_width(2)))

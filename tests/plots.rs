@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use lux::plot::{
-    LabelPanel, PlotError, SpectrumPanel, format_sig, label_stats, loss_history, one_to_one,
+    LabelPanel, PlotError, SpectrumPanel, format_sig, label_stats, loss_history, loss_history_each, one_to_one,
     spectra, stats_lines,
 };
 
@@ -410,4 +410,24 @@ fn failed_write_leaves_nothing() {
         "{error:?}"
     );
     assert_eq!(listing(&dir), ["old.svg", "taken.png", "taken.svg"]);
+}
+
+#[test]
+fn loss_each_fit_from_its_minimum() {
+    let dir = out_dir("loss-each");
+    // Two folds a million apart in loss: each still spans its own decades.
+    let fold = [-1.0e6, -1.0e6 - 900.0, -1.0e6 - 990.0, -1.0e6 - 999.0];
+    let other = [-2.0e6, -2.0e6 - 90.0, -2.0e6 - 99.0];
+    let series = [("fold 1", &fold[..]), ("final model", &other[..])];
+    loss_history_each(dir.join("loss.svg"), &series).unwrap();
+    loss_history_each(dir.join("loss.png"), &series).unwrap();
+
+    // The largest drop of a series is 999, so ε = 1e-6 × 999.
+    let svg = fs::read_to_string(dir.join("loss.svg")).unwrap();
+    for text in ["loss − minimum of its fit + 9.99e-4", "fold 1", "final model"] {
+        assert!(has_text(&svg, text), "SVG lacks {text:?}");
+    }
+    let png = decode_png(&dir.join("loss.png"));
+    assert!(count_colour(&png, [31, 119, 180]) > 100);
+    assert!(count_colour(&png, [214, 39, 40]) > 100);
 }

@@ -196,7 +196,7 @@ pub fn run(args: &FitArgs) -> Result<(), CliError> {
         );
     }
     trained.saved.fit.cv = cv;
-    histories.push(("final".into(), trained.fit.loss_history.clone()));
+    histories.push(("final model".into(), trained.fit.loss_history.clone()));
 
     let final_prediction = match &args.final_predictions {
         Some(_) => Some(trained.saved.predict_flux(&data.flux)?),
@@ -982,16 +982,9 @@ fn write_plots(
             predicted_err: Some(e),
         })
         .collect();
-    // Each fit relative to its own final loss: the folds fit different stars, so their
+    // Each fit relative to its own minimum: the folds fit different stars, so their
     // losses differ by more than any fit's progress.
-    let relative: Vec<(String, Vec<f64>)> = histories
-        .iter()
-        .map(|(name, h)| {
-            let last = h.last().copied().unwrap_or(0.0);
-            (format!("{name} − final"), h.iter().map(|l| l - last).collect())
-        })
-        .collect();
-    let series: Vec<(&str, &[f64])> = relative.iter().map(|(n, h)| (n.as_str(), h.as_slice())).collect();
+    let series: Vec<(&str, &[f64])> = histories.iter().map(|(n, h)| (n.as_str(), h.as_slice())).collect();
     let flux_err = data.preprocessing.flux_errors(&data.flux)?;
     let observed: Vec<(Vec<f64>, Vec<f64>)> =
         shown.iter().map(|(i, _)| (data.flux.row(*i).to_vec(), flux_err.row(*i).to_vec())).collect();
@@ -1010,7 +1003,7 @@ fn write_plots(
         if !panels.is_empty() && predicted.iter().any(|v| v.is_finite()) {
             plot::one_to_one(dir.join(format!("one_to_one.{extension}")), &panels)?;
         }
-        plot::loss_history(dir.join(format!("loss.{extension}")), &series)?;
+        plot::loss_history_each(dir.join(format!("loss.{extension}")), &series)?;
         if !spectra.is_empty() {
             plot::spectra(dir.join(format!("spectra.{extension}")), &data.wavelength, "wavelength (Å)", flux_title, &spectra)?;
         }
