@@ -272,7 +272,7 @@ pub fn loss_history_each(path: impl AsRef<Path>, series: &[(&str, &[f64])]) -> R
     draw_loss_history(path.as_ref(), series, true)
 }
 
-fn draw_loss_history(path: &Path, series: &[(&str, &[f64])], each: bool) -> Result<(), PlotError> {
+fn draw_loss_history(path: &Path, series: &[(&str, &[f64])], per_fit: bool) -> Result<(), PlotError> {
     let finite = || {
         series
             .iter()
@@ -286,7 +286,7 @@ fn draw_loss_history(path: &Path, series: &[(&str, &[f64])], each: bool) -> Resu
         });
     };
     // The largest span any drawn series has above its shift.
-    let span = if each {
+    let span = if per_fit {
         series
             .iter()
             .filter_map(|(_, l)| {
@@ -305,7 +305,7 @@ fn draw_loss_history(path: &Path, series: &[(&str, &[f64])], each: bool) -> Resu
 
     let scale = LossScale {
         min,
-        each,
+        per_fit,
         epsilon,
         x_hi,
         y: y_lo..y_hi,
@@ -390,7 +390,7 @@ enum Figure<'a, 'b> {
 struct LossScale {
     min: f64,
     /// Whether each series is shifted by its own minimum instead of `min`.
-    each: bool,
+    per_fit: bool,
     epsilon: f64,
     x_hi: f64,
     y: std::ops::Range<f64>,
@@ -436,9 +436,9 @@ fn draw_loss<DB: DrawingBackend>(
     scale: &LossScale,
 ) -> Result<(), String> {
     let LossScale {
-        min, each, epsilon, x_hi, ..
+        min, per_fit, epsilon, x_hi, ..
     } = *scale;
-    let y_title = if each {
+    let y_title = if per_fit {
         format!("loss − minimum of its fit + {}", format_sig(epsilon))
     } else {
         format!("loss − min(loss) + {}", format_sig(epsilon))
@@ -463,7 +463,7 @@ fn draw_loss<DB: DrawingBackend>(
 
     for (i, (name, losses)) in series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
-        let shift = if each {
+        let shift = if per_fit {
             losses.iter().copied().filter(|v| v.is_finite()).reduce(f64::min).unwrap_or(min)
         } else {
             min
