@@ -97,6 +97,17 @@ fn number(cell: &str) -> f64 {
     if cell.is_empty() { f64::NAN } else { cell.parse().unwrap() }
 }
 
+/// Held-out residuals (predicted − catalogue) of label `name` in a cross-validation
+/// table, over the stars with both.
+fn cv_residuals(header: &[String], rows: &[Vec<String>], name: &str) -> Vec<f64> {
+    let (c, p) = (column(header, &format!("{name}_catalogue")), column(header, name));
+    rows.iter().map(|r| number(&r[p]) - number(&r[c])).filter(|d| d.is_finite()).collect()
+}
+
+fn rms(values: &[f64]) -> f64 {
+    (values.iter().map(|x| x * x).sum::<f64>() / values.len() as f64).sqrt()
+}
+
 /// RMSE of each label of a prediction table (`id, teff, teff_err, ...`) against the
 /// catalogue, over the stars with a catalogue value.
 fn rmse_against_catalogue(path: &Path) -> [f64; 3] {
@@ -111,7 +122,7 @@ fn rmse_against_catalogue(path: &Path) -> [f64; 3] {
             .filter(|d| d.is_finite())
             .collect();
         assert!(d.len() >= 290, "{name}: only {} stars compared", d.len());
-        out[j] = (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
+        out[j] = rms(&d);
     }
     out
 }
@@ -138,9 +149,7 @@ fn fit_info_predict_miles() {
     let folds: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[column(&header, "fold")].as_str()).collect();
     assert_eq!(folds.into_iter().collect::<Vec<_>>(), ["1", "2", "3"]);
     for (name, tolerance) in [("teff", 1500.0), ("logg", 0.85), ("feh", 0.46)] {
-        let (c, p) = (column(&header, &format!("{name}_catalogue")), column(&header, name));
-        let d: Vec<f64> = rows.iter().map(|r| number(&r[p]) - number(&r[c])).filter(|d| d.is_finite()).collect();
-        let rmse = (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
+        let rmse = rms(&cv_residuals(&header, &rows, name));
         assert!(rmse < tolerance, "cross-validated {name} RMSE {rmse} >= {tolerance}");
     }
 
@@ -484,9 +493,7 @@ fn fit_predict_cannon() {
     let (header, rows) = read_csv(&cv);
     assert_eq!(rows.len(), 300);
     for (name, tolerance) in [("teff", 850.0), ("logg", 0.75), ("feh", 0.56)] {
-        let (c, p) = (column(&header, &format!("{name}_catalogue")), column(&header, name));
-        let d: Vec<f64> = rows.iter().map(|r| number(&r[p]) - number(&r[c])).filter(|d| d.is_finite()).collect();
-        let rmse = (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
+        let rmse = rms(&cv_residuals(&header, &rows, name));
         assert!(rmse < tolerance, "cross-validated {name} RMSE {rmse} >= {tolerance}");
     }
 
@@ -519,8 +526,7 @@ fn robust_scatter(path: &Path) -> [f64; 3] {
     let (header, rows) = read_csv(path);
     let mut out = [0.0; 3];
     for (j, name) in ["teff", "logg", "feh"].iter().enumerate() {
-        let (c, p) = (column(&header, &format!("{name}_catalogue")), column(&header, name));
-        let mut d: Vec<f64> = rows.iter().map(|r| number(&r[p]) - number(&r[c])).filter(|d| d.is_finite()).collect();
+        let mut d = cv_residuals(&header, &rows, name);
         d.sort_by(f64::total_cmp);
         let center = d[d.len() / 2];
         let mut deviations: Vec<f64> = d.iter().map(|x| (x - center).abs()).collect();

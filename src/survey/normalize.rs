@@ -8,7 +8,7 @@ use ndarray::{Array1, Array2, ArrayView1, Axis};
 
 use super::{SpectraSet, SurveyError};
 
-/// How each spectrum of a set is scaled.
+/// Scaling applied to each spectrum of a set.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Normalization {
     /// Flux kept as read (non-positive pixels still become NaN).
@@ -49,7 +49,7 @@ impl SpectraSet {
     }
 }
 
-/// The median of the finite, positive values; `None` if there are none.
+/// Returns the median of the finite, positive values, or `None` if there are none.
 pub fn median_positive(flux: ArrayView1<f64>) -> Option<f64> {
     let mut positive: Vec<f64> = flux
         .iter()
