@@ -14,6 +14,7 @@ use ndarray::{Array2, Array3, ArrayView2, Axis};
 use crate::engine::Free;
 use crate::error::FitError;
 use crate::gradient::{GradientBackend, Objective};
+use crate::wls::gauss_newton::latent_derivatives;
 use crate::wls::{latents, normal};
 
 /// How a latent covariance was computed.
@@ -92,26 +93,7 @@ pub fn laplace_latent_covariance(model: &Model, params: &Params, data: &Dataset)
     };
     let objective = Objective::new(model, data, free, GradientBackend::Auto);
 
-    let latents = params.latents();
-    let steps: Vec<f64> = latents.rows().into_iter().map(|z| STEP * z.iter().fold(1.0f64, |m, x| m.max(x.abs()))).collect();
-    let mut hessian = Array3::<f64>::zeros((n, k, k));
-    let mut shifted = params.clone();
-    for j in 0..k {
-        let mut column = |sign: f64| -> Result<Array2<f64>, FitError> {
-            shifted.latents_mut().assign(latents);
-            for (i, h) in steps.iter().enumerate() {
-                shifted.latents_mut()[[i, j]] += sign * h;
-            }
-            Ok(objective.loss_grad(&shifted)?.latents)
-        };
-        let plus = column(1.0)?;
-        let minus = column(-1.0)?;
-        for i in 0..n {
-            for l in 0..k {
-                hessian[[i, l, j]] = (plus[[i, l]] - minus[[i, l]]) / (2.0 * steps[i]);
-            }
-        }
-    }
+    let hessian = latent_derivatives(params, STEP, |shifted| Ok(objective.loss_grad(shifted)?.latents))?;
 
     // Symmetrize and pack the upper triangles for the batched inversion.
     let t = normal::packed_len(k);
@@ -287,26 +269,7 @@ pub fn predict_with_uncertainty(
     }
 
     let mean = model.evaluate(params, obs.mean)?;
-    let latents = params.latents();
-    let steps: Vec<f64> = latents.rows().into_iter().map(|z| STEP * z.iter().fold(1.0f64, |m, x| m.max(x.abs()))).collect();
-    let mut jacobian = Array3::<f64>::zeros((n, p, k));
-    let mut shifted = params.clone();
-    for j in 0..k {
-        let mut evaluate = |sign: f64| -> Result<Array2<f64>, FitError> {
-            shifted.latents_mut().assign(latents);
-            for (i, h) in steps.iter().enumerate() {
-                shifted.latents_mut()[[i, j]] += sign * h;
-            }
-            Ok(model.evaluate(&shifted, obs.mean)?)
-        };
-        let plus = evaluate(1.0)?;
-        let minus = evaluate(-1.0)?;
-        for i in 0..n {
-            for e in 0..p {
-                jacobian[[i, e, j]] = (plus[[i, e]] - minus[[i, e]]) / (2.0 * steps[i]);
-            }
-        }
-    }
+    let jacobian = latent_derivatives(params, STEP, |shifted| Ok(model.evaluate(shifted, obs.mean)?))?;
 
     // Variance from the map's rows: x̃ᵀ Σ_p x̃ per object and element.
     let mut map_variance = Array2::<f64>::zeros((n, p));

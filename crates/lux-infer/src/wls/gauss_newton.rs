@@ -123,6 +123,42 @@ fn object_losses(
     Ok(losses)
 }
 
+/// Returns the central-difference derivatives `D[i, m, j] = ∂f[i, m] / ∂z[i, j]` of `f`,
+/// a function of the latents that gives N×M values with row i depending on object i's
+/// latents only. Object i steps by `relative_step · max(1, max_j |z[i, j]|)`, and all
+/// objects step together, so each latent costs two evaluations of `f`.
+pub(crate) fn latent_derivatives(
+    params: &Params,
+    relative_step: f64,
+    mut f: impl FnMut(&Params) -> Result<Array2<f64>, FitError>,
+) -> Result<Array3<f64>, FitError> {
+    let latents = params.latents();
+    let (n, k) = latents.dim();
+    let steps: Vec<f64> =
+        latents.rows().into_iter().map(|z| relative_step * z.iter().fold(1.0f64, |m, x| m.max(x.abs()))).collect();
+
+    let mut shifted = params.clone();
+    let mut derivatives: Option<Array3<f64>> = None;
+    for j in 0..k {
+        let mut evaluate = |sign: f64| -> Result<Array2<f64>, FitError> {
+            shifted.latents_mut().assign(latents);
+            for (i, h) in steps.iter().enumerate() {
+                shifted.latents_mut()[[i, j]] += sign * h;
+            }
+            f(&shifted)
+        };
+        let plus = evaluate(1.0)?;
+        let minus = evaluate(-1.0)?;
+        let out = derivatives.get_or_insert_with(|| Array3::zeros((n, plus.ncols(), k)));
+        for i in 0..n {
+            for m in 0..plus.ncols() {
+                out[[i, m, j]] = (plus[[i, m]] - minus[[i, m]]) / (2.0 * steps[i]);
+            }
+        }
+    }
+    Ok(derivatives.unwrap_or_else(|| Array3::zeros((n, 0, k))))
+}
+
 /// Returns each object's `H` (N×K×K) and right-hand side (N×K) at the current latents.
 #[allow(clippy::type_complexity)]
 fn normal_equations(
@@ -136,7 +172,6 @@ fn normal_equations(
     let n = params.n_objects();
     let k = model.latent_size();
     let latents = params.latents();
-    let steps: Vec<f64> = latents.rows().into_iter().map(|z| STEP * z.iter().fold(1.0f64, |m, x| m.max(x.abs()))).collect();
 
     let mut normal = Array3::<f64>::zeros((n, k, k));
     let mut gradient = Array2::<f64>::zeros((n, k));
@@ -147,30 +182,12 @@ fn normal_equations(
         }
     }
 
-    let mut shifted = params.clone();
     for (o, w) in outputs {
         let obs = &model.observes()[*o];
         let p = obs.size;
         let mean = model.evaluate(params, obs.mean)?;
         let y = data.output(&obs.name).expect("weights exist only for present outputs").values();
-
-        let mut jacobian = Array3::<f64>::zeros((n, p, k));
-        for j in 0..k {
-            let mut evaluate = |sign: f64| -> Result<Array2<f64>, FitError> {
-                shifted.latents_mut().assign(latents);
-                for (i, h) in steps.iter().enumerate() {
-                    shifted.latents_mut()[[i, j]] += sign * h;
-                }
-                Ok(model.evaluate(&shifted, obs.mean)?)
-            };
-            let plus = evaluate(1.0)?;
-            let minus = evaluate(-1.0)?;
-            for i in 0..n {
-                for e in 0..p {
-                    jacobian[[i, e, j]] = (plus[[i, e]] - minus[[i, e]]) / (2.0 * steps[i]);
-                }
-            }
-        }
+        let jacobian = latent_derivatives(params, STEP, |shifted| Ok(model.evaluate(shifted, obs.mean)?))?;
 
         for i in 0..n {
             for e in 0..p {

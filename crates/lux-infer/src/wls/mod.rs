@@ -7,7 +7,7 @@
 //! solves, a rebalancing step along the latent-space symmetry (see [`symmetry`]) takes
 //! the fit straight to the bottom of the valley that alternation alone crawls along.
 
-mod gauss_newton;
+pub(crate) mod gauss_newton;
 pub(crate) mod latents;
 mod layer;
 pub(crate) mod normal;
