@@ -910,7 +910,7 @@ fn run_series<DB: DrawingBackend>(
     vec![PathElement::new(run, style).into_dyn()]
 }
 
-/// Builds the legend sample of a line, drawn wider than the line so that it stands out.
+/// Builds the legend sample of a line, drawn wider than the line so that it is easy to see.
 fn legend_line<DB: DrawingBackend>(
     x: i32,
     y: i32,

@@ -145,7 +145,7 @@ pub struct Dims {
     pub pixels: usize,
 }
 
-/// How a label is transformed before the fit; predictions are mapped back.
+/// Transform of a label before the fit. Predictions are mapped back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LabelTransform {
@@ -201,7 +201,7 @@ pub enum SavedNormalization {
 }
 
 impl SavedNormalization {
-    /// The normalization of [`crate::survey`] this stands for.
+    /// Returns the normalization of [`crate::survey`] that this value describes.
     pub fn to_survey(&self) -> Normalization {
         match *self {
             Self::None => Normalization::None,
@@ -259,7 +259,7 @@ impl Preprocessing {
         Ok(out)
     }
 
-    /// The assumed 1-sigma errors of preprocessed flux; missing pixels get an infinite error.
+    /// Returns the assumed 1-sigma errors of preprocessed flux. Missing pixels get an infinite error.
     pub fn flux_errors(&self, flux: &Array2<f64>) -> Result<Array2<f64>, SurveyError> {
         flux_errors(flux, self.snr, self.error_floor)
     }

@@ -181,13 +181,14 @@ fn fit_info_predict_miles() {
             let (a, b) = (number(&row[c]), number(&other[c]));
             assert!((a - b).abs() <= 1e-9 * a.abs().max(1e-6), "{} {name}: {a} vs {b}", row[0]);
             if name.ends_with("_err") {
-                assert!(a > 0.0 && a.is_finite(), "{} {name} = {a}", row[0]);
+                assert!(a > 0.0, "{} {name} = {a}", row[0]);
+                assert!(a.is_finite(), "{} {name} = {a}", row[0]);
             }
         }
     }
 }
 
-/// The bytes of a FITS file holding a 1-D float64 image on a linear grid.
+/// Builds the bytes of a FITS file with a 1-D float64 image on a linear grid.
 fn fits_image(start: f64, step: f64, flux: &[f64]) -> Vec<u8> {
     let cards = [
         "SIMPLE  =                    T".to_string(),
@@ -206,7 +207,7 @@ fn fits_image(start: f64, step: f64, flux: &[f64]) -> Vec<u8> {
     bytes
 }
 
-/// The flux of extract star m0001V.
+/// Reads the flux of extract star m0001V.
 fn m0001v_flux() -> Vec<f64> {
     let spectrum = lux::survey::read_spectrum(&miles_dir().join("MILES_res2.50_star_m0001V.fits")).unwrap();
     assert_eq!(spectrum.flux.len(), 720);

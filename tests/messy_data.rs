@@ -435,8 +435,8 @@ fn with_huge_pixel(factor: f64) -> Dataset {
 #[test]
 fn adam_huge_pixel_stays_finite() {
     // Adam's steps are bounded by the learning rate, so a pixel scaled by 1e6 makes the
-    // loss huge (about 3e15) but no step overflows: at step size 1.0 the fit runs to
-    // its cap with finite values and says it did not converge.
+    // loss huge (about 3e15) but no step overflows. At step size 1.0 the fit runs to
+    // its cap with finite values and reports that it did not converge.
     let data = with_huge_pixel(1e6);
     let fit = Adam::new(1.0, 2000).fit(&lux(P), &data, &FitOptions::default()).unwrap();
     assert_eq!(fit.status, FitStatus::MaxIterations);
@@ -454,7 +454,8 @@ fn adam_overflow_reports_diverged() {
     let FitStatus::Diverged { iteration, quantity } = &fit.status else {
         panic!("expected divergence, got {:?} with loss {}", fit.status, fit.loss)
     };
-    assert!(*iteration > 0 && *iteration < 2000, "{iteration}");
+    assert!(*iteration > 0, "{iteration}");
+    assert!(*iteration < 2000, "{iteration}");
     assert_eq!(quantity, "loss");
     assert_eq!(fit.loss_history.len(), *iteration);
     assert!(fit.loss.is_finite());

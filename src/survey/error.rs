@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// Why a survey file could not be read, or an operation on spectra or labels could not run.
+/// Failure to read a survey file, or to run an operation on spectra or labels.
 ///
 /// Every variant that comes from a file names it, so a message in a log names the one
 /// file at fault among hundreds.

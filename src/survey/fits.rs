@@ -312,7 +312,7 @@ impl Field {
         }
     }
 
-    /// The finished column, or `None` for kinds that are not read.
+    /// Returns the finished column, or `None` for kinds that are not read.
     fn finish(self, n_rows: usize) -> Option<TableColumn> {
         let data = match self.kind {
             b'A' => ColumnData::Text(self.text),
@@ -415,7 +415,7 @@ impl Scaling {
     }
 }
 
-/// A numeric card as `f64` (integers included).
+/// Reads a numeric card as `f64` (integers included).
 fn number_card<X>(header: &Header<X>, key: &str) -> Option<f64> {
     match header.get(key)? {
         Value::Integer { value, .. } => Some(*value as f64),
@@ -424,7 +424,7 @@ fn number_card<X>(header: &Header<X>, key: &str) -> Option<f64> {
     }
 }
 
-/// A string card, quotes removed.
+/// Reads a string card, with its quotes removed.
 fn string_card<X>(header: &Header<X>, key: &str) -> Option<String> {
     match header.get(key)? {
         Value::String { value, .. } => Some(value.clone()),
@@ -484,7 +484,7 @@ fn fits_error(path: &Path, error: fitsrs::error::Error) -> SurveyError {
     }
 }
 
-/// The file name without its last extension: `a/b/star.fits` gives `star`.
+/// Returns the file name without its last extension: `a/b/star.fits` gives `star`.
 pub(crate) fn file_stem(path: &Path) -> String {
     path.file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())

@@ -114,8 +114,8 @@ impl Default for ContinuumFit {
 }
 
 impl ContinuumFit {
-    /// The fitted continuum at every pixel; `None` when fewer than `degree + 1` usable
-    /// pixels remain.
+    /// Returns the fitted continuum at every pixel, or `None` when fewer than
+    /// `degree + 1` usable pixels remain.
     pub fn continuum(
         &self,
         wavelength: ArrayView1<f64>,
@@ -203,7 +203,7 @@ impl ContinuumFit {
     }
 }
 
-/// A pixel's flux, or NaN when it is missing (not finite or not positive).
+/// Returns a pixel's flux, or NaN when it is missing (not finite or not positive).
 fn usable(v: f64) -> f64 {
     if v.is_finite() && v > 0.0 {
         v
@@ -212,7 +212,7 @@ fn usable(v: f64) -> f64 {
     }
 }
 
-/// The P × (degree + 1) matrix of Legendre polynomials `P_0(x)..P_degree(x)`.
+/// Builds the P × (degree + 1) matrix of Legendre polynomials `P_0(x)..P_degree(x)`.
 fn legendre_basis(x: ArrayView1<f64>, degree: usize) -> Array2<f64> {
     let mut basis = Array2::zeros((x.len(), degree + 1));
     for (i, &t) in x.iter().enumerate() {

@@ -106,7 +106,7 @@ impl SpectraSet {
         })
     }
 
-    /// The pixels with `lo <= wavelength <= hi` (Å).
+    /// Returns the pixels with `lo <= wavelength <= hi` (Å).
     pub fn window(&self, lo: f64, hi: f64) -> Result<Self, SurveyError> {
         let keep: Vec<usize> = (0..self.n_pixels())
             .filter(|&i| self.wavelength[i] >= lo && self.wavelength[i] <= hi)
@@ -157,7 +157,7 @@ impl SpectraSet {
         })
     }
 
-    /// The spectra at `rows`, in that order.
+    /// Returns the spectra at `rows`, in that order.
     pub fn select_rows(&self, rows: &[usize]) -> Self {
         let ids: Vec<String> = rows.iter().map(|&i| self.ids[i].clone()).collect();
         Self {
@@ -184,7 +184,7 @@ pub fn read_spectra(paths: &[PathBuf]) -> Result<SpectraSet, SurveyError> {
     SpectraSet::from_spectra(spectra)
 }
 
-/// The files in `dir` whose names match the glob `pattern` (`*.fits`,
+/// Returns the files in `dir` whose names match the glob `pattern` (`*.fits`,
 /// `MILES_res2.50_star_m*V.fits`), sorted by name. Finding none is an error.
 pub fn find_files(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, SurveyError> {
     let matcher = glob::Pattern::new(pattern).map_err(|e| SurveyError::Pattern {
@@ -289,7 +289,7 @@ pub fn interpolate(x: ArrayView1<f64>, y: ArrayView1<f64>, x_new: ArrayView1<f64
     })
 }
 
-/// The mean of the finite values, NaN if none.
+/// Returns the mean of the finite values, or NaN if there are none.
 fn finite_mean(values: ArrayView1<f64>) -> f64 {
     let (sum, count) = values
         .iter()
@@ -302,7 +302,7 @@ fn finite_mean(values: ArrayView1<f64>) -> f64 {
     }
 }
 
-/// The spectrum with increasing wavelength.
+/// Returns the spectrum with increasing wavelength.
 fn increasing(mut spectrum: Spectrum) -> Spectrum {
     let n = spectrum.wavelength.len();
     if n > 1 && spectrum.wavelength[0] > spectrum.wavelength[n - 1] {
@@ -322,7 +322,7 @@ fn range(wavelength: &Array1<f64>) -> (f64, f64) {
     }
 }
 
-/// The mean pixel width of a grid (1 for fewer than two pixels).
+/// Returns the mean pixel width of a grid (1 for fewer than two pixels).
 fn pixel_step(wavelength: &Array1<f64>) -> f64 {
     let n = wavelength.len();
     if n < 2 {

@@ -1,4 +1,4 @@
-//! What a data set covers of a model: missing elements, objects and columns without data.
+//! Coverage of a model by a data set: missing elements, objects and columns without data.
 
 use std::fmt;
 

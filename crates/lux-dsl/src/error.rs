@@ -219,7 +219,7 @@ pub enum DataError {
     },
 }
 
-/// Why one column of an output cannot be shifted and scaled.
+/// Reason one column of an output cannot be shifted and scaled.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnProblem {
     /// Every observed value is exactly `value`.

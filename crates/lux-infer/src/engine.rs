@@ -266,7 +266,7 @@ pub struct BlockReport {
     pub reason: String,
 }
 
-/// How a fit ended.
+/// Outcome of a fit.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FitStatus {
     /// The stopping rule was met and the largest gradient element is within the
@@ -282,7 +282,7 @@ pub enum FitStatus {
     Diverged {
         /// Cycle (block WLS) or step (Adam) at which the non-finite value appeared.
         iteration: usize,
-        /// What became non-finite: `loss`, or `gradient of `name``.
+        /// Quantity that became non-finite: `loss`, or `gradient of `name``.
         quantity: String,
     },
 }
@@ -298,7 +298,7 @@ pub struct Fit {
     pub loss: f64,
     /// Loss after each cycle (block WLS) or before each step (Adam).
     pub loss_history: Vec<f64>,
-    /// How the fit ended: converged, stopped at the cap, or diverged.
+    /// Outcome of the fit: converged, stopped at the cap, or diverged.
     pub status: FitStatus,
     /// Cycles (block WLS) or steps (Adam) taken.
     pub iterations: usize,
@@ -310,7 +310,7 @@ pub struct Fit {
     pub wall_time: Duration,
     /// Method and reason for each block (block WLS); Adam reports one gradient block.
     pub blocks: Vec<BlockReport>,
-    /// What the data cover: missing elements per output, objects and columns without
+    /// Coverage of the data: missing elements per output, objects and columns without
     /// any data.
     pub coverage: Coverage,
     /// Warnings about what the data leave to the priors alone: outputs absent from the

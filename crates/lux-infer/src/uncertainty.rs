@@ -17,7 +17,7 @@ use crate::gradient::{GradientBackend, Objective};
 use crate::wls::gauss_newton::latent_derivatives;
 use crate::wls::{latents, normal};
 
-/// How a latent covariance was computed.
+/// Method by which a latent covariance was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CovarianceMethod {
     /// The inverse of each object's normal matrix: exact for latents that enter every

@@ -514,7 +514,7 @@ fn label_error_matrix(
     Ok(errors)
 }
 
-/// The held-out rows of each split: shuffled k-fold, or one hold-out set.
+/// Returns the held-out rows of each split: shuffled k-fold, or one hold-out set.
 fn splits(args: &FitArgs, n: usize) -> Result<Vec<Vec<usize>>, CliError> {
     let mut order: Vec<usize> = (0..n).collect();
     shuffle(&mut order, args.seed);
@@ -702,9 +702,9 @@ fn train_model(
 }
 
 /// Returns, per label, the error to add in quadrature to the predicted uncertainties
-/// (in fitted units) so that the cross-validated residuals have a robust scatter of 1
-/// in units of their uncertainty: `s² = max(0, rs(Δ)² − median(σ²))`, with `rs` the
-/// robust scatter (1.4826 MAD) of the residuals Δ in fitted units.
+/// (in fitted units), so that the cross-validated residuals have a robust scatter of 1
+/// in units of their uncertainty. The formula is `s² = max(0, rs(Δ)² − median(σ²))`,
+/// with `rs` the robust scatter (1.4826 MAD) of the residuals Δ in fitted units.
 fn model_errors(data: &Training, predicted: &Array2<f64>, predicted_err: &Array2<f64>) -> Vec<f64> {
     data.labels
         .iter()
@@ -904,7 +904,7 @@ fn median(values: &mut [f64]) -> f64 {
     if n % 2 == 1 { values[n / 2] } else { 0.5 * (values[n / 2 - 1] + values[n / 2]) }
 }
 
-/// The cross-validation table printed after the folds.
+/// Formats the cross-validation table printed after the folds.
 fn cv_table(cv: &CvSummary) -> String {
     let mut lines = vec![
         format!("{} cross-validation, {} fold(s), pooled:", cv.scheme, cv.folds),

@@ -134,7 +134,7 @@ pub struct FitArgs {
     /// Id column of a CSV or FITS label table; default: the first column.
     #[arg(long)]
     pub id_column: Option<String>,
-    /// Where the trained model is written (JSON).
+    /// Path of the trained model to write (JSON).
     #[arg(long)]
     pub out: PathBuf,
 

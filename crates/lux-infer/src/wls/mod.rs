@@ -643,6 +643,6 @@ const PARALLEL_GEMM_WORK: usize = 50_000_000;
 enum Cycle {
     /// The loss after the cycle.
     Loss(f64),
-    /// What became non-finite during the cycle.
+    /// Quantity that became non-finite during the cycle.
     Diverged(String),
 }
